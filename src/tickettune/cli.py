@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+
+try:  # typer >= 0.20 vendors its own click; older versions use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
 
 from .errors import UserError
 
@@ -86,14 +90,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         code = app(args=args, prog_name="tickettune", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.UsageError as exc:
+    except click_exceptions.NoArgsIsHelpError:
+        return 0  # typer has already printed the help
+    except click_exceptions.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "tickettune"
         err_console.print(f"error: {_one_line(exc.format_message())} (see `{command} --help`)", markup=False)
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("error: interrupted; nothing half-written was left (training resumes with --resume)", markup=False)
+        return 2
+    except click_exceptions.ClickException as exc:
+        err_console.print(f"error: {_one_line(exc.format_message())}", markup=False)
         return 2
     except UserError as exc:
         if debug:
