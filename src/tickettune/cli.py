@@ -56,23 +56,35 @@ def evaluate(
     folds: int = typer.Option(5, help="cross-validation folds for the F1 threshold", min=2),
     resamples: int = typer.Option(1000, help="paired bootstrap resamples", min=100),
     seed: int = typer.Option(0, help="seed of folds and bootstrap"),
-    overwrite: bool = typer.Option(False, help="replace an existing --json file"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write metrics.json, report.md and report.html here"),
+    overwrite: bool = typer.Option(False, help="replace an existing --json file or --out directory"),
 ) -> None:
     """Score a model (and a baseline) on pairs: Spearman, ROC-AUC, CV-F1, bootstrap intervals."""
+    from .errors import atomic_output_dir, check_output_dir
     from .evaluate import evaluate_pairs
     from .jsonio import write_json
     from .pairs_io import pair_file, read_pairs
-    from .report import metric_table
+    from .report import ReportInputs, metric_table, write_report
 
     if json_path is not None and json_path.exists() and not overwrite:
         raise UserError(f"{json_path} already exists; pass --overwrite to replace it or choose another --json")
-    frame = read_pairs(pair_file(pairs, "test"))
+    if out is not None:
+        check_output_dir(out, overwrite)
+    source = pair_file(pairs, "test")
+    frame = read_pairs(source)
     with console.status(f"encoding {len(frame)} pairs"):
-        result, _ = evaluate_pairs(frame, model, baseline, max_seq_length, folds, resamples, seed)
+        result, scores = evaluate_pairs(frame, model, baseline, max_seq_length, folds, resamples, seed)
     console.print(metric_table(result, title=f"{model} on {pairs}", model_title="Model" if not baseline else "Fine-tuned"))
     if json_path is not None:
         write_json(json_path, result)
         console.print(f"metrics written to {json_path}")
+    if out is not None:
+        with atomic_output_dir(out, overwrite) as tmp:
+            write_json(tmp / "metrics.json", result)
+            details = {"model": model, "baseline": baseline or "none", "pairs": str(source), "pairs scored": len(frame)}
+            write_report(tmp, ReportInputs(result, f"tickettune evaluation: {Path(model).name}", frame["label"].to_numpy(float),
+                                           scores, frame, details=details))
+        console.print(f"report written to {out / 'report.html'}")
 
 
 def _one_line(text: str) -> str:

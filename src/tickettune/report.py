@@ -1,11 +1,19 @@
-"""Show results: the comparison table in the terminal and as Markdown."""
+"""Show results: the comparison table in the terminal, and report.md / report.html with figures."""
 
 from __future__ import annotations
 
+import base64
+import html
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
 
+import numpy as np
+import pandas as pd
 from rich.table import Table
+
+from .evaluate import binary
 
 ROWS = (
     ("Spearman", "spearman"),
@@ -89,3 +97,152 @@ def markdown_table(result: dict[str, Any], model_title: str = "Fine-tuned") -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
     return "\n".join(lines)
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """One honest sentence per headline metric: did the change clear its 95% interval?"""
+    if "change" not in result:
+        return ""
+    sentences = []
+    for title, key in (("ROC-AUC", "roc_auc"), ("Spearman", "spearman")):
+        delta = result["change"].get(key)
+        ci = result["change"].get(CI_KEYS[key]) or [math.nan, math.nan]
+        if delta is None or math.isnan(delta) or any(v is None or math.isnan(v) for v in ci):
+            continue
+        if ci[0] > 0:
+            word = "beats the baseline"
+        elif ci[1] < 0:
+            word = "is worse than the baseline"
+        else:
+            word = "is not distinguishable from the baseline"
+        sentences.append(f"On {title} the fine-tuned model {word}: {delta:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}].")
+    return " ".join(sentences)
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(values) / len(values)
+
+
+def pair_examples(pairs: pd.DataFrame, labels: np.ndarray, scores: dict[str, np.ndarray], n: int = 5) -> dict[str, pd.DataFrame]:
+    """Pairs the fine-tuning helped most and hurt most, comparing score ranks (the models' scales differ)."""
+    if "baseline" not in scores:
+        return {}
+    sign = np.where(np.asarray(labels) >= 0.5, 1.0, -1.0)
+    gain = (_rank(scores["model"]) - _rank(scores["baseline"])) * sign
+    table = pd.DataFrame({"text 1": pairs["text1"].to_numpy(), "text 2": pairs["text2"].to_numpy(),
+                          "label": np.asarray(labels, float), "baseline": scores["baseline"], "fine-tuned": scores["model"],
+                          "gain": gain})
+    order = np.argsort(-gain, kind="stable")
+    return {"helped most": table.iloc[order[:n]], "hurt most": table.iloc[order[::-1][:n]]}
+
+
+@dataclass
+class ReportInputs:
+    """Everything a report shows; only `result` is required."""
+
+    result: dict[str, Any]
+    title: str = "tickettune report"
+    labels: Optional[np.ndarray] = None
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    pairs: Optional[pd.DataFrame] = None
+    training_steps: list[dict[str, Any]] = field(default_factory=list)
+    phase_boundaries: list[dict[str, Any]] = field(default_factory=list)
+    eval_metric: str = "eval_spearman"
+    data_stats: Optional[pd.DataFrame] = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
+    from . import plots
+
+    figures: dict[str, tuple[str, bytes]] = {}
+    if inputs.labels is not None and inputs.scores:
+        if 0 < binary(inputs.labels).sum() < len(inputs.labels):
+            figures["curves"] = ("ROC and precision-recall curves", plots.roc_pr_curves(inputs.labels, inputs.scores))
+        thresholds = {k: inputs.result.get(k, {}).get("threshold") for k in inputs.scores}
+        figures["histograms"] = ("Similarity scores of similar and dissimilar pairs (dashed: deployable threshold)",
+                                 plots.score_histograms(inputs.labels, inputs.scores, thresholds))
+    if inputs.training_steps:
+        figures["training"] = ("Training curve (dotted lines: end of a curriculum phase)",
+                               plots.training_curve(inputs.training_steps, inputs.eval_metric, inputs.phase_boundaries))
+    return figures
+
+
+def _frame_markdown(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        text = fmt(value) if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _frame_html(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        return html.escape(fmt(value) if isinstance(value, float) else str(value))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _metric_frame(result: dict[str, Any]) -> pd.DataFrame:
+    header = table_header(result)
+    if "baseline" in result:
+        header = ["Metric", "Current (baseline)", "Fine-tuned", "Change (95% CI)"]
+    return pd.DataFrame(table_rows(result), columns=header)
+
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1080px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ddd;padding:.3em .6em;vertical-align:top}
+th{background:#f4f6f8;text-align:left}td{max-width:420px;overflow-wrap:anywhere}
+.verdict{background:#eef6ee;border-left:4px solid #2a9d55;padding:.6em 1em}img{max-width:100%}.meta td{border:none;padding:.1em .6em}"""
+
+
+def write_report(out: Path, inputs: ReportInputs) -> None:
+    """Write OUT/report.md (figures beside it in OUT/figures) and a self-contained OUT/report.html."""
+    out = Path(out)
+    figures = _figures(inputs)
+    examples = pair_examples(inputs.pairs, inputs.labels, inputs.scores) if inputs.pairs is not None and \
+        inputs.labels is not None else {}
+    metrics = _metric_frame(inputs.result)
+    summary = verdict(inputs.result)
+
+    md = [f"# {inputs.title}", ""]
+    md += [f"- **{k}**: {v}" for k, v in inputs.details.items()] + [""]
+    if summary:
+        md += [f"> {summary}", ""]
+    md += ["## Metrics", "", _frame_markdown(metrics), ""]
+    if figures:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+    for name, (caption, png) in figures.items():
+        (out / "figures" / f"{name}.png").write_bytes(png)
+        md += [f"## {caption}", "", f"![{caption}](figures/{name}.png)", ""]
+    if inputs.data_stats is not None:
+        md += ["## Training data per phase", "", _frame_markdown(inputs.data_stats), ""]
+    for caption, frame in examples.items():
+        md += [f"## Test pairs the fine-tuning {caption}", "", _frame_markdown(frame), ""]
+    (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>",
+             f"<style>{CSS}</style></head><body><h1>{html.escape(inputs.title)}</h1>"]
+    if inputs.details:
+        parts.append("<table class='meta'>" + "".join(
+            f"<tr><td><b>{html.escape(str(k))}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in inputs.details.items())
+            + "</table>")
+    if summary:
+        parts.append(f"<p class='verdict'>{html.escape(summary)}</p>")
+    parts.append("<h2>Metrics</h2>" + _frame_html(metrics))
+    for name, (caption, png) in figures.items():
+        encoded = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>")
+    if inputs.data_stats is not None:
+        parts.append("<h2>Training data per phase</h2>" + _frame_html(inputs.data_stats))
+    for caption, frame in examples.items():
+        parts.append(f"<h2>Test pairs the fine-tuning {html.escape(caption)}</h2>" + _frame_html(frame))
+    parts.append("</body></html>")
+    (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
