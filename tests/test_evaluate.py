@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tickettune.evaluate import best_f1_threshold, compare, compute_metrics, cv_threshold_metrics, paired_bootstrap_ci, _spearman
-from tickettune.report import fmt_change, markdown_table
+from tickettune.report import fmt_change, fmt_ci, markdown_table
 
 
 def test_best_f1_threshold_worked_by_hand():
@@ -69,17 +69,20 @@ def test_metrics_and_change_signs():
     assert change["roc_auc"] == pytest.approx(1.0 - result["baseline"]["roc_auc"])
     assert change["spearman"] > 0 and len(change["spearman_ci95"]) == 2
     text = fmt_change(result, "roc_auc")
-    assert text.startswith("+") and f"({change['roc_auc_pct']:+.1f}%)" in text and "95% CI" in text
+    assert text.startswith("+") and text.endswith(f"({change['roc_auc_pct']:+.1f}%)")
+    low, high = change["roc_auc_ci95"]
+    assert fmt_ci(result, "roc_auc") == f"[{low:+.4f}, {high:+.4f}]"
     reverse = compare(labels, bad, good, folds=2, resamples=200)
     assert fmt_change(reverse, "spearman").startswith("-")
     table = markdown_table(result)
-    assert table.splitlines()[0] == "| Metric | Baseline | Fine-tuned | Change (vs baseline) |"
+    assert table.splitlines()[0] == "| Metric | Baseline | Fine-tuned | Change | 95% CI of change |"
 
 
 def test_percent_change_is_relative_to_the_baseline():
     result = {"model": {"spearman": 0.6}, "baseline": {"spearman": 0.5},
               "change": {"spearman": 0.1, "spearman_pct": 20.0, "spearman_ci95": [0.05, 0.15]}}
-    assert fmt_change(result, "spearman") == "+0.1000 (+20.0%)  95% CI [+0.0500, +0.1500]"
+    assert fmt_change(result, "spearman") == "+0.1000 (+20.0%)"
+    assert fmt_ci(result, "spearman") == "[+0.0500, +0.1500]"
 
 
 def test_compute_metrics_on_one_class_is_nan_not_a_crash():

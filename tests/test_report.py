@@ -30,7 +30,7 @@ def test_report_embeds_every_figure_and_escapes_ticket_text(tmp_path):
     assert "<b>" not in page.replace("<b>model</b>", "") and "report &lt;title&gt;" in page
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(images) == 3 and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
-    assert "Current (baseline)" in page and "95% CI" in page
+    assert "Current (baseline)" in page and "95% CI of change" in page
     markdown = (tmp_path / "report.md").read_text()
     assert markdown.count("](figures/") == 3 and all((tmp_path / "figures" / f"{n}.png").is_file()
                                                      for n in ("curves", "histograms", "training"))

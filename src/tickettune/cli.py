@@ -87,6 +87,314 @@ def evaluate(
         console.print(f"report written to {out / 'report.html'}")
 
 
+@app.command()
+def train(
+    pairs: Optional[Path] = typer.Option(None, "--pairs", "-p", help="directory made by `tickettune pairs`"),
+    train_file: Optional[Path] = typer.Option(None, "--train", help="pre-generated train pairs (any pair format)"),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="pre-generated eval pairs"),
+    test_file: Optional[Path] = typer.Option(None, "--test", help="pre-generated test pairs"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="built-in recipe (see `tickettune presets`)"),
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (may say `preset: NAME`)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="base model folder or id"),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a knob: key=value (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory"),
+    phases: str = typer.Option("keep", help="keep the train file's phases, train one phase (single), or split by "
+                                            "the base model's difficulty (difficulty)"),
+    overwrite: bool = typer.Option(False, help="replace an existing OUT (or discard an interrupted run)"),
+    resume: bool = typer.Option(False, help="continue an interrupted run of the same OUT from its last checkpoint"),
+    merge: bool = typer.Option(False, help="also write OUT/model-merged: the LoRA adapter folded into a full model"),
+    allow_leakage: bool = typer.Option(False, help="train even when test texts also appear in the train pairs"),
+) -> None:
+    """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
+    from .config import resolve_config
+    from .report import metric_table
+    from .train import load_pairs, train as run_training
+
+    config = resolve_config(preset, config_file, sets, model_name=model, output_dir=str(out) if out else None,
+                            pairs_dir=str(pairs) if pairs else None, train_file=str(train_file) if train_file else None,
+                            eval_file=str(eval_file) if eval_file else None, test_file=str(test_file) if test_file else None)
+    if not config.output_dir:
+        raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
+    data = load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file)
+    result = run_training(config, data, Path(config.output_dir), overwrite=overwrite, resume=resume, merge=merge,
+                          allow_leakage=allow_leakage, phases=phases)
+    if result.metrics:
+        console.print(metric_table(result.metrics, title=f"{config.model_name} tuned vs untuned on the test pairs",
+                                   model_title="Fine-tuned"))
+        console.print(f"results written to {result.out} ({', '.join(result.files)})")
+
+
+@app.command()
+def search(
+    model: str = typer.Option(..., "--model", "-m", help="model folder (e.g. OUT/model) or id"),
+    tickets: Path = typer.Option(..., "--tickets", "-t", help="ticket file: ServiceNow export or CSV/JSONL with a text column"),
+    query: Optional[str] = typer.Option(None, "--query", "-q", help="text of the new ticket"),
+    ticket: Optional[str] = typer.Option(None, "--ticket", help="number of a ticket in the file (left out of its own results)"),
+    k: int = typer.Option(10, "-k", help="how many similar tickets to show", min=1),
+    text_column: Optional[str] = typer.Option(None, help="column holding the ticket text (default: the reader's choice)"),
+    threshold: Optional[float] = typer.Option(None, help="mark scores at or above this (default: model.threshold "
+                                                           "in metrics.json beside the model folder)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
+    show: Optional[List[str]] = typer.Option(None, "--show", help="also show this ticket column (repeatable)"),
+) -> None:
+    """Find the tickets most similar to a new one (--query) or to a known one (--ticket), via a cached index."""
+    from .search import hits_table, read_ticket_file, similar_tickets
+    from .tickets import resolve_column
+
+    frame = read_ticket_file(tickets, text_column)
+    columns = [resolve_column(frame, name, "--show") for name in show or ()]
+    for note in frame.attrs["notes"]:
+        err_console.print(note, markup=False)
+    with console.status(f"searching {len(frame)} tickets"):
+        result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir)
+    console.print(hits_table(result, columns))
+
+
+@app.command()
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="trained model folder (e.g. OUT/model) or id"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory"),
+    merge: bool = typer.Option(False, help="write the standalone PyTorch model (LoRA folded into the weights)"),
+    onnx: bool = typer.Option(False, help="write onnx/model.onnx for SentenceTransformer(DIR, backend='onnx')"),
+    quantize: Optional[str] = typer.Option(None, help="with --onnx, also write an int8 model (dynamic quantization): int8"),
+    overwrite: bool = typer.Option(False, help="replace an existing output directory"),
+) -> None:
+    """Make a trained model deployable: merged standalone folder (--merge) and/or ONNX (--onnx [--quantize int8])."""
+    from .export import export_model
+
+    with console.status("exporting"):
+        result = export_model(model, out, merge=merge, onnx=onnx, quantize=quantize, overwrite=overwrite)
+    console.print("LoRA adapter folded into the weights" if result.merged_adapter else "model had no LoRA adapter; exported as is")
+    for form, cosine in result.cosines.items():
+        console.print(f"check {form}: lowest cosine to the source model on probe texts {cosine:.6f}")
+    console.print(f"written to {result.folder}: {', '.join(result.files)}")
+    if result.quantized_file:
+        console.print(f"load the int8 model with SentenceTransformer('{result.folder}', backend='onnx', "
+                      f"model_kwargs={{'file_name': '{result.quantized_file}'}})", markup=False)
+
+
+@app.command()
+def sample(
+    out: Path = typer.Option(..., "--out", "-o", help="file to write: .csv (ServiceNow list export), .json (Table API) or .xlsx"),
+    n: int = typer.Option(1000, "-n", "--n", help="number of incidents", min=10),
+    seed: int = typer.Option(0, help="the same seed gives the same incidents"),
+    labels: bool = typer.Option(False, "--labels", help="headers as display labels (Short description) instead of field names"),
+    overwrite: bool = typer.Option(False, help="replace an existing file"),
+) -> None:
+    """Write a built-in sample of SYNTHETIC ServiceNow incidents: problem clusters in different words, and near misses."""
+    from .sample import generate_sample, write_sample
+
+    frame = generate_sample(n, seed)
+    write_sample(frame, out, labels=labels, overwrite=overwrite)
+    linked = int(((frame["problem_id"] != "") | (frame["parent_incident"] != "")).sum())
+    console.print(f"{len(frame)} synthetic incidents (invented, not real data; {linked} linked to "
+                  f"{frame['problem_id'].replace('', None).nunique()} problems) written to {out}")
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The running command with the options that differ from their defaults, for the data card."""
+    import shlex
+
+    parts = ["tickettune", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or value in ([], ()):
+            continue
+        if param.param_type_name == "argument":
+            parts += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif getattr(param, "is_flag", False):
+            parts.append(param.opts[0] if value else (param.secondary_opts or param.opts)[0])
+        else:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                parts += [param.opts[0], str(item)]
+    return shlex.join(parts)
+
+
+def _weights(text: Optional[str]) -> Optional[dict]:
+    if text is None:
+        return None
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UserError(f"--grade-weights item {item!r} is not FIELD=NUMBER; write e.g. problem_id=1,subcategory=0.6")
+    return weights
+
+
+@app.command()
+def pairs(
+    ctx: typer.Context,
+    tickets: Path = typer.Argument(..., help="ticket export: ServiceNow CSV/XLSX/Table API JSON, or CSV/JSONL with "
+                                             "a text and a label column"),
+    out: Path = typer.Option(..., "--out", "-o", help="output directory (train.jsonl, eval.jsonl, test.jsonl, datacard.json)"),
+    text_column: Optional[List[str]] = typer.Option(None, "--text-column", "-t", help="column(s) that make the text, in "
+                                                    "order (repeat or comma-separate; default short_description,description)"),
+    group_by: Optional[str] = typer.Option(None, "--group-by", "--label-column", "-g", help="tickets that share this column "
+                                           "are similar (default problem_id; problem_id and parent_incident also link tickets)"),
+    seed: int = typer.Option(0, help="seed of the split and of the sampling"),
+    pairs_per_phase: int = typer.Option(5000, min=1, help="train pairs per curriculum phase (easy, medium, hard)"),
+    eval_pairs: int = typer.Option(1000, min=2, help="eval pairs"),
+    test_pairs: int = typer.Option(1000, min=2, help="test pairs"),
+    eval_fraction: float = typer.Option(0.1, help="share of tickets for eval"),
+    test_fraction: float = typer.Option(0.2, help="share of tickets for test"),
+    difficulty: str = typer.Option("model", help="model: the base model's cosine; tfidf: lexical, needs no model"),
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="base model that scores difficulty"),
+    test_difficulty: str = typer.Option("hard", help="hard: eval and test pairs at the hard phase's difficulty; all: unfiltered"),
+    hard_negatives: bool = typer.Option(False, help="add a `negative` column (nearest ticket of another group) for MNRL/triplet"),
+    graded: bool = typer.Option(False, help="graded labels from a field hierarchy instead of 0/1"),
+    grade_weights: Optional[str] = typer.Option(None, help="with --graded: FIELD=WEIGHT,... "
+                                                "(default GROUP=1,subcategory=0.6,category=0.3)"),
+    split_by: str = typer.Option("auto", help="kept whole in one split: group (test groups unseen in training), ticket "
+                                 "(same groups, other tickets), auto (group when there are 30+ groups)"),
+    max_pairs_per_ticket: int = typer.Option(12, min=2, help="a ticket appears in at most this many pairs per split"),
+    near_duplicate: float = typer.Option(0.9, min=0.0, max=1.0, help="word-overlap cosine at which an eval/test ticket "
+                                         "counts as a copy of a train ticket and is left out"),
+    mask_pii: bool = typer.Option(False, "--mask-pii", help="mask e-mails, phone numbers, IPs, URLs and user ids first"),
+    overwrite: bool = typer.Option(False, help="replace an existing output directory"),
+) -> None:
+    """Build curriculum pairs from tickets: leakage-free split, balanced labels, easy/medium/hard phases, hard test set."""
+    from .errors import check_output_dir
+    from .pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
+    from .tickets import read_tickets
+
+    options = PairOptions(seed=seed, pairs_per_phase=pairs_per_phase, eval_pairs=eval_pairs, test_pairs=test_pairs,
+                          eval_fraction=eval_fraction, test_fraction=test_fraction, difficulty=difficulty, model=model,
+                          test_difficulty=test_difficulty, hard_negatives=hard_negatives, graded=graded,
+                          grade_weights=_weights(grade_weights), split_by=split_by,
+                          max_pairs_per_ticket=max_pairs_per_ticket, near_duplicate=near_duplicate)
+    check_output_dir(out, overwrite)
+    frame = read_tickets(tickets, text_column, group_by, mask_pii=mask_pii)
+    with console.status(f"building pairs from {len(frame)} tickets"):
+        pairset = build_pairs(frame, options)
+        write_pair_dir(pairset, out, overwrite, command=_command_line(ctx))
+    for table in summary_tables(pairset.datacard):
+        console.print(table)
+    for note in pairset.datacard["notes"]:
+        err_console.print(f"note: {note}", markup=False)
+    console.print(f"pairs written to {out} (command and seed in {out / 'datacard.json'})", markup=False)
+
+
+@app.command()
+def check(
+    paths: List[Path] = typer.Argument(..., help="directory made by `tickettune pairs`, or pair files (the name says the "
+                                                  "role: test, eval/dev/val, else train)"),
+    difficulty: Optional[str] = typer.Option(None, help="score difficulty with the base model (model), TF-IDF (tfidf) or "
+                                             "skip it (none); default: what the datacard says, else model"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="base model (default: the datacard's, else all-MiniLM-L6-v2)"),
+    near_duplicate: float = typer.Option(0.9, min=0.0, max=1.0, help="word-overlap cosine at which a test text counts as a "
+                                         "copy of a train text"),
+    max_words: int = typer.Option(512, min=1, help="texts longer than this many words are flagged"),
+) -> None:
+    """Check pair files: phases rise in difficulty, labels balanced, no duplicates, no test text in train. Exit 1 on failure."""
+    from .check import findings_table, load_sets, run_checks
+
+    sets, datacard = load_sets(paths)
+    card = (datacard or {}).get("difficulty") or {}
+    method = difficulty or card.get("method") or "model"
+    with console.status("checking pairs"):
+        findings = run_checks(sets, method, model or card.get("model") or "all-MiniLM-L6-v2", near_duplicate, max_words)
+    console.print(findings_table(findings, title=f"tickettune check {' '.join(map(str, paths))}"))
+    failed = [f.check for f in findings if f.status == "FAIL"]
+    console.print(f"{len(failed)} check(s) failed: {'; '.join(failed)}" if failed else "all checks passed", markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="where the sample, pairs, model and report go"),
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="base model (folder or id)"),
+    preset: str = typer.Option("recommended", help="recipe to train with (see `tickettune presets`)"),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="override a config key, e.g. --set lr=3e-4"),
+    seed: int = typer.Option(0, help="seed of the sample, the pairs and training"),
+    overwrite: bool = typer.Option(False, help="replace an existing OUT"),
+) -> None:
+    """The main job on a built-in synthetic incident sample: pairs, LoRA training, comparison with the untuned model."""
+    import time
+
+    from .config import resolve_config
+    from .demo import run_demo
+    from .errors import check_output_dir
+    from .report import metric_table, verdict
+
+    config = resolve_config(preset, sets=[f"seed={seed}", *(sets or [])], model_name=model)
+    check_output_dir(out, overwrite)
+    started = time.perf_counter()
+    result = run_demo(config, out, overwrite, seed=seed, say=console.print)
+    console.print(metric_table(result.metrics, title="Hard test pairs: untuned vs fine-tuned"))
+    console.print(verdict(result.metrics))
+    console.print(f"done in {(time.perf_counter() - started) / 60:.1f} min; open {out / 'report.html'}")
+
+
+@app.command()
+def estimate(
+    pairs: Path = typer.Option(..., "--pairs", "-p", help="directory made by `tickettune pairs`"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="built-in recipe (see `tickettune presets`)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="base model folder or id"),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a knob: key=value (repeatable)"),
+    steps: int = typer.Option(5, "--steps", min=1, help="optimizer steps to time (after 1 warm-up step)"),
+    phases: str = typer.Option("keep", help="as for `train`: keep, single or difficulty"),
+) -> None:
+    """Estimate how long `train` takes here: times a few real training steps and one eval pass; writes nothing."""
+    from .config import resolve_config
+    from .estimate import estimate_run, estimate_table
+    from .train import load_pairs
+
+    config = resolve_config(preset, None, sets, model_name=model)
+    data = load_pairs(pairs)
+    with console.status(f"timing {steps} training steps of {config.model_name}"):
+        result = estimate_run(config, data, steps, phases)
+    console.print(estimate_table(result, f"Estimated training time on this machine: {preset or 'default preset'}, "
+                                         f"{config.model_name}, {pairs}"))
+
+
+@app.command()
+def sweep(
+    pairs: Path = typer.Option(..., "--pairs", "-p", help="directory made by `tickettune pairs` (its test pairs are not used)"),
+    trials: int = typer.Option(..., "--trials", "-n", min=1, help="trials this worker runs (the study's total is the sum "
+                                                                  "over its workers)"),
+    storage: str = typer.Option(..., "--storage", help="database shared by the workers: sqlite:///sweep.db (one machine), "
+                                                       "postgresql://USER:PASSWORD@HOST/DB or mysql+pymysql://... (several)"),
+    study_name: str = typer.Option("tickettune", "--study-name", help="workers with the same name share one study"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="base recipe for the knobs not drawn (see `tickettune presets`)"),
+    config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="base YAML config instead of a preset"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="base model folder or id"),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="fix a knob: key=value (repeatable); a knob set "
+                                                                      "here is not drawn"),
+    max_epochs: int = typer.Option(3, min=1, help="epochs per phase are drawn from 1..N"),
+    best_config: Optional[Path] = typer.Option(None, "--best-config", help="write the best trial as a config for "
+                                                                          "`tickettune train --config FILE`"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="keep every trial's run in OUT/STUDY/trial-NNNN "
+                                                                 "(default: deleted after each trial)"),
+    allow_leakage: bool = typer.Option(False, help="sweep even when test texts also appear in the train pairs"),
+    overwrite: bool = typer.Option(False, help="replace an existing --best-config file"),
+) -> None:
+    """Search learning rate, epochs, LoRA rank, loss and schedule with Optuna, maximising eval Spearman (or eval_metric)."""
+    from .config import parse_set, resolve_config
+    from .sweep import SearchSpace, Sweep, describe, write_best_config
+
+    if best_config is not None and best_config.exists() and not overwrite:
+        raise UserError(f"{best_config} already exists; pass --overwrite to replace it or choose another --best-config")
+    base = resolve_config(preset, config_file, sets, model_name=model, pairs_dir=str(pairs.resolve()))
+    space = SearchSpace(epochs=(1, max_epochs), fixed=tuple(parse_set(sets)))
+    runner = Sweep(base, pairs, storage, study_name, space, out, allow_leakage=allow_leakage)
+    err_console.print(f"study '{study_name}': {len(runner.study.trials)} trials so far; this worker runs {trials}",
+                      markup=False)
+    runner.run(trials, show_progress=True, say=lambda line: err_console.print(line, markup=False))
+    console.print(runner.table())
+    trial, config = runner.best()
+    console.print(f"best: trial {trial.number}, eval {config.eval_metric} {trial.value:.4f} ({describe(trial.params)})",
+                  markup=False)
+    if best_config is not None:
+        write_best_config(config, best_config)
+        console.print(f"best config written to {best_config}; train it with `tickettune train --config {best_config} "
+                      "-o OUT`", markup=False)
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

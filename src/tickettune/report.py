@@ -39,6 +39,7 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def fmt_change(result: dict[str, Any], key: str) -> str:
+    """Absolute change and, in brackets, change relative to the baseline."""
     change = result.get("change", {})
     if key not in change:
         return ""
@@ -49,10 +50,15 @@ def fmt_change(result: dict[str, Any], key: str) -> str:
     pct = change.get(f"{key}_pct")
     if pct is not None and not math.isnan(pct):
         text += f" ({pct:+.1f}%)"
-    ci = change.get(CI_KEYS.get(key, ""))
-    if ci and not any(v is None or math.isnan(v) for v in ci):
-        text += f"  95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]"
     return text
+
+
+def fmt_ci(result: dict[str, Any], key: str) -> str:
+    """The paired-bootstrap 95% interval of the change, where one was computed."""
+    ci = result.get("change", {}).get(CI_KEYS.get(key, ""))
+    if not ci or any(v is None or math.isnan(v) for v in ci):
+        return ""
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
 def _cell(result: dict[str, Any], side: str, key: str) -> str:
@@ -72,14 +78,14 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             row.append(_cell(result, "baseline", key))
         row.append(_cell(result, "model", key))
         if has_base:
-            row.append(fmt_change(result, key) if key not in ("threshold", "n_pairs") else "")
+            row += [fmt_change(result, key), fmt_ci(result, key)] if key not in ("threshold", "n_pairs") else ["", ""]
         rows.append(row)
     return rows
 
 
 def table_header(result: dict[str, Any], model_title: str = "Fine-tuned") -> list[str]:
     if "baseline" in result:
-        return ["Metric", "Baseline", model_title, "Change (vs baseline)"]
+        return ["Metric", "Baseline", model_title, "Change", "95% CI of change"]
     return ["Metric", model_title]
 
 
@@ -192,7 +198,7 @@ def _frame_html(frame: pd.DataFrame) -> str:
 def _metric_frame(result: dict[str, Any]) -> pd.DataFrame:
     header = table_header(result)
     if "baseline" in result:
-        header = ["Metric", "Current (baseline)", "Fine-tuned", "Change (95% CI)"]
+        header = ["Metric", "Current (baseline)", "Fine-tuned", "Change", "95% CI of change"]
     return pd.DataFrame(table_rows(result), columns=header)
 
 
@@ -246,3 +252,29 @@ def write_report(out: Path, inputs: ReportInputs) -> None:
         parts.append(f"<h2>Test pairs the fine-tuning {html.escape(caption)}</h2>" + _frame_html(frame))
     parts.append("</body></html>")
     (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
+
+
+def phase_statistics(train_pairs: pd.DataFrame, phases: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per curriculum phase: pairs by label, text length, and the steps and epochs it was trained for."""
+    rows = []
+    for phase in phases:
+        part = train_pairs[train_pairs["phase"] == phase["name"]] if "phase" in train_pairs else train_pairs
+        words = pd.concat([part["text1"], part["text2"]]).str.split().str.len()
+        row = {"phase": phase["name"], "similar pairs": int((part["label"] >= 0.5).sum()),
+               "dissimilar pairs": int((part["label"] < 0.5).sum()), "mean words per text": float(words.mean()),
+               "epochs": phase["epochs"], "steps": f"{phase['start_step'] + 1}-{phase['end_step']}"}
+        if "difficulty" in part:
+            row["mean difficulty"] = float(part["difficulty"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def training_report(result: dict[str, Any], log: dict[str, Any], test_pairs: pd.DataFrame, scores: dict[str, np.ndarray],
+                    train_pairs: pd.DataFrame, title: str, details: dict[str, Any]) -> ReportInputs:
+    """The report of a training run: test comparison, training curve with phases, and per-phase data."""
+    metric = f"eval_{log['eval_metric']}"
+    steps = list(log["steps"]) + [{"step": e["step"], metric: e[log["eval_metric"]]} for e in log["evals"]]
+    boundaries = [{"phase": p["name"], "end_step": p["end_step"]} for p in log["phases"]]
+    return ReportInputs(result, title, test_pairs["label"].to_numpy(float), scores, test_pairs,
+                        sorted(steps, key=lambda s: s["step"]), boundaries, metric,
+                        phase_statistics(train_pairs, log["phases"]), details)

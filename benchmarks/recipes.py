@@ -1,0 +1,199 @@
+"""Which recipe wins? The seed's presets, tickettune's own, and the ablations behind it, on the same pairs.
+
+    python benchmarks/recipes.py --budget small            # < 30 min on 2 CPU cores
+    python benchmarks/recipes.py --budget full --datasets tickets   # the presets' real epochs (GPU advised)
+
+Every run trains the same base model with the same seed on the same pairs and is scored on the same
+test pairs against the untuned model (paired bootstrap 95% intervals). `--budget small` scales pair
+counts down and rescales each recipe's epochs to 3 in total, keeping its split across phases, so that
+recipes compete on equal compute; `--budget full` keeps the presets' own epochs. Figures are printed
+as a table and appended to benchmarks/RESULTS.md with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402
+
+from tickettune.config import resolve_config  # noqa: E402
+from tickettune.models import load_model  # noqa: E402
+from tickettune.pairs import PairOptions, build_pairs  # noqa: E402
+from tickettune.pairs_io import read_pairs  # noqa: E402
+from tickettune.sample import generate_sample  # noqa: E402
+from tickettune.tickets import read_tickets  # noqa: E402
+from tickettune.train import TrainingPairs, train  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+console = Console(highlight=False)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One row: a preset plus the knobs an ablation changes."""
+
+    name: str
+    preset: str
+    sets: tuple[str, ...] = ()
+    question: str = ""
+
+
+PRESET_ROWS = [Recipe(p, p, question="seed preset") for p in ("v2", "conservative", "aggressive", "hard-focus")]
+OWN = Recipe("recommended", "recommended", question="tickettune's recipe")
+ABLATIONS = [
+    Recipe("curriculum off", "recommended", ("curriculum=false",), "does easy->hard order help?"),
+    Recipe("per-phase schedule", "recommended", ("schedule_per_phase=true",), "restart warmup+decay per phase?"),
+    Recipe("full fine-tuning", "recommended", ("use_lora=false", "lr=5e-5"), "LoRA vs every weight"),
+    Recipe("loss cosine", "recommended", ("loss=cosine",), "loss"),
+    Recipe("loss online_contrastive", "recommended", ("loss=online_contrastive",), "loss"),
+    Recipe("loss mnrl", "recommended", ("loss=mnrl",), "loss"),
+    Recipe("loss hybrid", "recommended", ("loss=hybrid",), "loss"),
+    Recipe("lr 5e-5 (guide: lower)", "recommended", ("lr=5e-5",), "does a lower LoRA lr help?"),
+    Recipe("lr 2e-4", "recommended", ("lr=2e-4",), "learning rate"),
+]
+BUDGETS = {
+    # pairs per phase, eval pairs, test pairs, STS train pairs, total epochs per run (None: the recipe's own)
+    "small": dict(pairs_per_phase=300, eval_pairs=200, test_pairs=600, sts_train=1500, total_epochs=3.0),
+    "full": dict(pairs_per_phase=5000, eval_pairs=1000, test_pairs=1000, sts_train=None, total_epochs=None),
+}
+# Which rows run on which dataset at the small budget: the whole grid on the IT tickets (the
+# question the user asked), the presets and tickettune's recipe on the sample and on STSb.
+GRIDS = {"tickets": PRESET_ROWS + [OWN] + ABLATIONS, "sample": PRESET_ROWS + [OWN],
+         "sts": [Recipe("v2", "v2", question="seed preset"), OWN, ABLATIONS[-2]]}
+
+
+def scaled_epochs(epochs: list[float], total: float | None) -> list[float]:
+    if total is None:
+        return epochs
+    factor = total / sum(epochs)
+    return [round(e * factor, 3) for e in epochs]
+
+
+def dataset_pairs(name: str, budget: dict, model, seed: int) -> TrainingPairs:
+    """The same pairs for every recipe: built once per dataset with the base model's difficulty."""
+    if name == "sts":
+        folder = SHARED / "stsbenchmark"
+        train_pairs = read_pairs(folder / "sts-train.csv").sample(frac=1.0, random_state=seed)
+        if budget["sts_train"]:
+            train_pairs = train_pairs.head(budget["sts_train"])
+        return TrainingPairs(train_pairs.reset_index(drop=True),
+                             read_pairs(folder / "sts-dev.csv").head(budget["eval_pairs"]),
+                             read_pairs(folder / "sts-test.csv"), "STS Benchmark")
+    if name == "tickets":
+        tickets = read_tickets(SHARED / "it-service-tickets" / "tickets.csv.gz", text_columns=["text"], group_by="topic_group")
+    else:
+        tickets = read_tickets_from_sample(seed)
+    options = PairOptions(seed=seed, pairs_per_phase=budget["pairs_per_phase"], eval_pairs=budget["eval_pairs"],
+                          test_pairs=budget["test_pairs"])
+    pairset = build_pairs(tickets, options, model)
+    return TrainingPairs(pairset.train, pairset.eval, pairset.test, name)
+
+
+def read_tickets_from_sample(seed: int):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sample.csv"
+        generate_sample(3000, seed).to_csv(path, index=False)
+        return read_tickets(path, group_by="problem_id")
+
+
+def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, budget: dict, seed: int, work: Path) -> dict:
+    base = resolve_config(recipe.preset, sets=list(recipe.sets) + [f"seed={seed}"], model_name=model_name)
+    epochs = scaled_epochs(list(base.phase_epochs), budget["total_epochs"])
+    if pairs.source == "STS Benchmark":
+        epochs = [sum(epochs)]  # one phase: STSb has no ticket groups to grade difficulty by
+    config = base.model_copy(update={"phase_epochs": epochs, "save_steps": None})
+    started = time.perf_counter()
+    result = train(config, pairs, work / recipe.name.replace(" ", "_"), overwrite=True, show_progress=False,
+                   phases="single" if pairs.source == "STS Benchmark" else "keep")
+    return {"recipe": recipe, "epochs": epochs, "metrics": result.metrics, "seconds": time.perf_counter() - started,
+            "train_seconds": result.log.get("train_seconds"), "pairs_per_second": result.log.get("pairs_per_second")}
+
+
+def _delta(metrics: dict, key: str, ci_key: str) -> str:
+    change = metrics["change"]
+    ci = change.get(ci_key) or [math.nan, math.nan]
+    value = change.get(key)
+    if value is None or any(v is None for v in ci):
+        return "n/a"
+    star = "*" if ci[0] > 0 or ci[1] < 0 else ""
+    return f"{value:+.4f} [{ci[0]:+.3f}, {ci[1]:+.3f}]{star}"
+
+
+def rows_for(dataset: str, runs: list[dict]) -> list[list[str]]:
+    rows = []
+    base = runs[0]["metrics"]["baseline"]
+    rows.append([dataset, "untuned baseline", "-", f"{base['spearman']:.4f}", "", f"{base['roc_auc']:.4f}", "",
+                 f"{base['f1_cv']:.4f}", "", "-"])
+    for run in runs:
+        m = run["metrics"]
+        rows.append([dataset, run["recipe"].name, "/".join(f"{e:g}" for e in run["epochs"]),
+                     f"{m['model']['spearman']:.4f}", _delta(m, "spearman", "spearman_ci95"),
+                     f"{m['model']['roc_auc']:.4f}", _delta(m, "roc_auc", "roc_auc_ci95"),
+                     f"{m['model']['f1_cv']:.4f}", _delta(m, "f1_cv", "f1_ci95"), f"{run['train_seconds']:.0f}"])
+    return rows
+
+
+HEADER = ["dataset", "recipe", "epochs", "Spearman", "Δ Spearman [95% CI]", "ROC-AUC", "Δ ROC-AUC [95% CI]", "F1 (CV)",
+          "Δ F1 [95% CI]", "train s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
+    parser.add_argument("--datasets", default="tickets,sample,sts", help="comma-separated: tickets, sample, sts")
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="", help="comma-separated recipe names to run (default: the dataset's grid)")
+    parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    args = parser.parse_args()
+    budget = BUDGETS[args.budget]
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if any(d in ("tickets", "sts") for d in datasets) and not SHARED.is_dir():
+        sys.exit(f"the tickets and sts datasets need {SHARED}; run with --datasets sample")
+    model = load_model(args.model, 128)
+    all_rows, started = [], time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in datasets:
+            console.print(f"[bold]{dataset}[/bold]: building pairs ({args.budget} budget)")
+            pairs = dataset_pairs(dataset, budget, model, args.seed)
+            grid = GRIDS[dataset] if args.budget == "small" else PRESET_ROWS + [OWN] + ABLATIONS
+            if args.only:
+                wanted = {n.strip() for n in args.only.split(",")}
+                grid = [r for r in grid if r.name in wanted]
+            runs = []
+            for recipe in grid:
+                run = run_recipe(recipe, pairs, args.model, budget, args.seed, Path(tmp))
+                runs.append(run)
+                m = run["metrics"]
+                console.print(f"  {recipe.name:<26} Spearman {m['model']['spearman']:.4f} ({m['change']['spearman']:+.4f})  "
+                              f"ROC-AUC {m['model']['roc_auc']:.4f} ({m['change']['roc_auc']:+.4f})  "
+                              f"{run['train_seconds']:.0f} s")
+            if runs:
+                all_rows += rows_for(dataset, runs)
+    table = Table(title=f"Recipes ({args.budget} budget, {args.model}, seed {args.seed}); * = 95% CI excludes 0")
+    for name in HEADER:
+        table.add_column(name, justify="left" if name in ("dataset", "recipe") else "right")
+    for row in all_rows:
+        table.add_row(*row)
+    console.print(table)
+    minutes = (time.perf_counter() - started) / 60
+    console.print(f"total wall-clock: {minutes:.1f} min")
+    if not args.no_record:
+        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + " | ".join(r) + " |" for r in all_rows]
+        body = (f"budget `{args.budget}`, model {args.model}, seed {args.seed}; Δ = tuned − untuned on the same test pairs, "
+                f"paired bootstrap 95% CI (* excludes 0); total wall-clock {minutes:.1f} min\n\n" + "\n".join(lines))
+        _results.append(f"Recipes ({args.budget} budget)", body)
+
+
+if __name__ == "__main__":
+    main()

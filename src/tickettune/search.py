@@ -1,0 +1,341 @@
+"""Find the tickets most similar to a new one, through an embedding index cached on disk.
+
+The tickets are a pandas DataFrame with a `text` column and, optionally, a `number` column
+(any other columns ride along into the results). Their unit-length embeddings are computed
+once per (model, tickets) and kept under a cache directory, keyed by a fingerprint of the
+model folder and a hash of the texts, so a changed model or a changed ticket file builds a
+new index and an unchanged pair loads in moments. Similarity is cosine (inner product of unit
+vectors): an exact numpy scan for up to `EXACT_MAX_ROWS` tickets, a FAISS IVF index above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import UserError, atomic_output_dir
+
+# Above this many tickets a query scans more than ~300 MB of vectors (~10 ms here), so an
+# approximate index pays for itself; benchmarks/search.py has the figures behind the choice.
+EXACT_MAX_ROWS = 200_000
+# IVF: about 4 * sqrt(n) k-means cells (at least 40 training vectors each), 32 cells searched per query.
+# An HNSW graph (M=32) queried as fast in prototype runs here but took 812 s to build for 1M vectors, IVF 123 s.
+IVF_CELLS_PER_SQRT = 4
+IVF_TRAIN_PER_CELL = 40
+IVF_PROBES = 32
+INDEX_FORMAT = 1
+KEEP_INDEXES = 4
+DEFAULT_CACHE_DIR = Path("~/.cache/tickettune/index")
+BACKENDS = ("auto", "exact", "ivf")
+
+
+def faiss_available() -> bool:
+    return importlib.util.find_spec("faiss") is not None
+
+
+def choose_backend(n_rows: int, backend: str = "auto") -> str:
+    """`exact` for small sets (or when faiss-cpu is missing), `ivf` for large ones; an explicit choice is kept."""
+    if backend not in BACKENDS:
+        raise UserError(f"index backend '{backend}' is unknown; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "ivf" if n_rows > EXACT_MAX_ROWS and faiss_available() else "exact"
+    if backend == "ivf" and not faiss_available():
+        raise UserError("the ivf index needs faiss-cpu, which is not installed; pip install 'tickettune[search]'")
+    return backend
+
+
+class VectorIndex:
+    """Top-k cosine search over unit-length row vectors, a float32 array of shape (n_rows, dim).
+
+    `exact` scans every row with numpy; `ivf` is a FAISS inverted-file index (inner-product metric):
+    rows are filed under k-means cells and a query scans only the `n_probe` cells nearest to it,
+    approximate but a small fraction of the work. `auto` picks by size (`choose_backend`).
+    """
+
+    def __init__(self, vectors: np.ndarray, backend: str = "auto", faiss_index=None, n_probe: int = IVF_PROBES):
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise ValueError(f"expected a non-empty 2-D array of vectors, got shape {vectors.shape}")
+        self.vectors = vectors
+        self.backend = choose_backend(len(vectors), backend)
+        self.faiss_index = faiss_index if faiss_index is not None or self.backend == "exact" else self._build_ivf(vectors)
+        self.n_probe = n_probe
+
+    @staticmethod
+    def _build_ivf(vectors: np.ndarray):
+        import faiss
+
+        n, dim = vectors.shape
+        cells = max(1, min(int(IVF_CELLS_PER_SQRT * math.sqrt(n)), n // IVF_TRAIN_PER_CELL))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 10  # k-means converges well enough for filing; 25 rounds would double the build
+        sample = np.random.default_rng(0).choice(n, min(n, IVF_TRAIN_PER_CELL * cells), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.add(vectors)
+        return index
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and row numbers of the `k` best rows for each query (shape (n_queries, dim)), best first.
+
+        Fewer than `k` rows exist: the missing places hold score -inf and row -1.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.vectors.shape[1]:
+            raise ValueError(f"expected queries of dimension {self.vectors.shape[1]}, got {queries.shape[1]}")
+        if k < 1:
+            raise ValueError(f"expected k >= 1, got {k}")
+        if self.backend == "ivf":
+            self.faiss_index.nprobe = min(self.n_probe, self.faiss_index.nlist)
+            scores, rows = self.faiss_index.search(queries, k)
+            return np.where(rows < 0, -np.inf, scores), rows
+        return self._exact(queries, k)
+
+    def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kept = min(k, len(self.vectors))
+        # Blocks of queries keep the (queries x rows) score matrix near 256 MB on large sets.
+        step = max(1, (64 << 20) // len(self.vectors))
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        for start in range(0, len(queries), step):
+            block = queries[start:start + step] @ self.vectors.T
+            best = np.argpartition(-block, kept - 1, axis=1)[:, :kept]
+            best_scores = np.take_along_axis(block, best, axis=1)
+            order = np.argsort(-best_scores, axis=1, kind="stable")
+            rows[start:start + step, :kept] = np.take_along_axis(best, order, axis=1)
+            scores[start:start + step, :kept] = np.take_along_axis(best_scores, order, axis=1)
+        return scores, rows
+
+    def save(self, folder: Path) -> None:
+        """Write vectors.npy (and index.faiss for ivf) into an existing folder."""
+        np.save(folder / "vectors.npy", self.vectors)
+        if self.backend == "ivf":
+            import faiss
+
+            faiss.write_index(self.faiss_index, str(folder / "index.faiss"))
+
+    @classmethod
+    def load(cls, folder: Path, backend: str) -> "VectorIndex":
+        """Map a saved index into memory: pages are read as searches touch them, so loading takes moments."""
+        faiss_index = None
+        if backend == "ivf":
+            import faiss
+
+            faiss_index = faiss.read_index(str(folder / "index.faiss"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        return cls(np.load(folder / "vectors.npy", mmap_mode="r"), backend=backend, faiss_index=faiss_index)
+
+
+def model_fingerprint(folder: Path) -> str:
+    """Identity of a model folder's content: every file's relative path, size and modification time."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    """Hash of the texts in order (length-prefixed, so no two lists collide by concatenation)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        raw = text.encode("utf-8")
+        digest.update(len(raw).to_bytes(8, "little"))
+        digest.update(raw)
+    return digest.hexdigest()
+
+
+class IndexCache:
+    """Indexes kept on disk under `cache_dir/<key>/`, the key hashing model, texts and backend.
+
+    Each entry is written atomically (a reader never sees half an index); the `KEEP_INDEXES`
+    most recently used entries survive, older ones are removed when a new one is written.
+    """
+
+    def __init__(self, cache_dir: Optional[Path] = None):
+        self.cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
+
+    def key(self, model_folder: Path, texts: Sequence[str], backend: str) -> str:
+        parts = [str(INDEX_FORMAT), model_fingerprint(model_folder), texts_fingerprint(texts), backend]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+    def load_or_build(self, model_folder: Path, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],
+                      backend: str = "auto") -> tuple[VectorIndex, bool]:
+        """The cached index of `texts` under this model, or a new one from `encode(texts)`; and whether it was cached."""
+        backend = choose_backend(len(texts), backend)
+        entry = self.cache_dir / self.key(model_folder, texts, backend)
+        if (entry / "index.json").is_file():
+            try:
+                index = VectorIndex.load(entry, backend)
+            except (OSError, ValueError, RuntimeError):  # a damaged entry is rebuilt, never trusted
+                index = None
+            if index is not None and len(index) == len(texts):
+                entry.touch()
+                return index, True
+        index = VectorIndex(encode(list(texts)), backend=backend)
+        try:
+            with atomic_output_dir(entry, overwrite=True) as tmp:
+                index.save(tmp)
+                (tmp / "index.json").write_text(json.dumps({
+                    "format": INDEX_FORMAT, "model": str(model_folder), "rows": len(index),
+                    "dim": int(index.vectors.shape[1]), "backend": backend}) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write the index cache {self.cache_dir} ({exc.strerror or exc}); "
+                            "free disk space or pass another --cache-dir") from None
+        self._prune(keep=entry)
+        return index, False
+
+    def _prune(self, keep: Path) -> None:
+        # Names starting with a dot are entries still being written by another process.
+        entries = sorted((p for p in self.cache_dir.iterdir()
+                          if not p.name.startswith(".") and p != keep and (p / "index.json").is_file()),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP_INDEXES - 1:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def model_threshold(model: str) -> Optional[float]:
+    """The deployable threshold in `metrics.json` beside a trained model folder (`M/../metrics.json`), if any."""
+    folder = Path(model).expanduser()
+    path = folder.resolve().parent / "metrics.json"
+    if not folder.is_dir() or not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["model"]["threshold"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: has no readable model.threshold; fix the file or pass --threshold") from None
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{path}: model.threshold is {value!r}, expected a number; fix the file or pass --threshold")
+    return float(value)
+
+
+def check_tickets(tickets: pd.DataFrame) -> pd.DataFrame:
+    """Tickets with a non-empty `text` column (strings) and a string `number` column when one exists."""
+    if not isinstance(tickets, pd.DataFrame) or "text" not in tickets.columns:
+        raise UserError("tickets: expected a table with a 'text' column; choose the text column with --text-column")
+    if tickets.empty:
+        raise UserError("tickets: the table holds no tickets; pass a file with at least one ticket")
+    tickets = tickets.reset_index(drop=True).copy()
+    tickets["text"] = tickets["text"].fillna("").astype(str)
+    if "number" in tickets.columns:
+        tickets["number"] = tickets["number"].fillna("").astype(str).str.strip()
+    return tickets
+
+
+def read_ticket_file(path: Path, text_column: Optional[str] = None) -> pd.DataFrame:
+    """Tickets of any export `tickets.read_table` reads, with `text` made as for training; no group is needed.
+
+    Rows without text are left out (they cannot be similar to anything); `attrs["notes"]` says how many.
+    """
+    from .tickets import _text_columns, build_text, read_table
+
+    table = read_table(path)
+    columns = _text_columns(table, [text_column] if text_column else None)
+    text = pd.Series([build_text(parts) for parts in zip(*(table[c] for c in columns))], index=table.index)
+    frame = table.drop(columns=["text"], errors="ignore").assign(text=text)
+    empty = frame["text"] == ""
+    frame = frame[~empty].reset_index(drop=True)
+    if frame.empty:
+        raise UserError(f"{path}: no ticket has text in {', '.join(columns)}; choose the text with --text-column")
+    frame.attrs["notes"] = [f"{path}: left out {int(empty.sum())} tickets without text"] if empty.any() else []
+    return frame
+
+
+@dataclass
+class SearchResult:
+    """The top-k tickets (a DataFrame: rank, score, above_threshold, then the tickets' own columns)."""
+
+    hits: pd.DataFrame
+    threshold: Optional[float]
+    cached: bool
+    backend: str
+    n_tickets: int
+
+
+def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = None, ticket: Optional[str] = None,
+                    k: int = 10, threshold: Optional[float] = None, cache_dir: Optional[Path] = None,
+                    backend: str = "auto") -> SearchResult:
+    """The `k` tickets most similar to a query text, or to the ticket with number `ticket` (itself excluded).
+
+    The model (a folder or a name `resolve_model` knows) is loaded only when it must encode
+    something: a cached index searched for a known ticket needs no model at all.
+    """
+    from .evaluate import encode_texts
+    from .models import load_model, resolve_model
+
+    if (query is None) == (ticket is None):
+        raise UserError("give exactly one of --query TEXT or --ticket NUMBER")
+    if k < 1:
+        raise UserError(f"-k is {k}; expected at least 1")
+    tickets = check_tickets(tickets)
+    folder = resolve_model(model)
+    loaded = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        if not loaded:
+            loaded.append(load_model(model))
+        vectors = encode_texts(loaded[0], texts, show_progress=len(texts) > 10_000)
+        return np.stack([vectors[t] for t in texts])
+
+    index, cached = IndexCache(cache_dir).load_or_build(folder, list(tickets["text"]), encode, backend)
+    excluded = np.zeros(len(tickets), dtype=bool)
+    if ticket is not None:
+        if "number" not in tickets.columns:
+            raise UserError("tickets: there is no ticket number column to look --ticket up in; use --query TEXT")
+        excluded = (tickets["number"] == str(ticket).strip()).to_numpy()
+        if not excluded.any():
+            raise UserError(f"tickets: no ticket numbered '{ticket}'; check the number or use --query TEXT")
+        vector = index.vectors[int(np.flatnonzero(excluded)[0])]
+    else:
+        vector = encode([query])[0]
+    scores, rows = index.search(vector, k + int(excluded.sum()))
+    keep = (rows[0] >= 0) & ~excluded[np.maximum(rows[0], 0)]
+    scores, rows = scores[0][keep][:k], rows[0][keep][:k]
+    if threshold is None:
+        threshold = model_threshold(model)
+    ranked = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "score": scores.astype(float),
+                           "above_threshold": scores >= threshold if threshold is not None else pd.NA})
+    own = tickets.iloc[rows].drop(columns=list(ranked.columns), errors="ignore").reset_index(drop=True)
+    hits = pd.concat([ranked, own], axis=1)
+    return SearchResult(hits=hits, threshold=threshold, cached=cached, backend=index.backend, n_tickets=len(tickets))
+
+
+def hits_table(result: SearchResult, show: Sequence[str] = (), text_width: int = 100):
+    """The hits as a rich Table: rank, score, a mark when at or above the threshold, number, `show` columns, text.
+
+    `show` names columns of the hits (canonical names, as `tickets.resolve_column` gives them).
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    where = "cached" if result.cached else "built"
+    limit = "no threshold known" if result.threshold is None else f"threshold {result.threshold:.3f}"
+    table = Table(title=f"{len(result.hits)} most similar of {result.n_tickets} tickets "
+                        f"(index {where}, {result.backend}; {limit})")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    if result.threshold is not None:
+        table.add_column("similar", justify="center")
+    columns = (["number"] if "number" in result.hits.columns else []) + list(show) + ["text"]
+    for column in columns:
+        table.add_column(column, overflow="fold" if column == "text" else "ellipsis")
+    for values in result.hits.to_dict("records"):
+        text = " ".join(str(values["text"]).split())
+        text = text if len(text) <= text_width else text[:text_width - 1] + "…"
+        mark = [] if result.threshold is None else ["[green]yes[/green]" if values["above_threshold"] else "no"]
+        # Ticket fields are shown as plain text: a "[...]" in them is not rich markup.
+        cells = [Text(str(values[c])) for c in columns[:-1]] + [Text(text)]
+        table.add_row(str(values["rank"]), f"{values['score']:.3f}", *mark, *cells)
+    return table

@@ -1,0 +1,727 @@
+"""Curriculum training with LoRA (or every weight) on sentence-transformers' trainer.
+
+`train(config, pairs, out)` plans every phase's batches up front (schedule.py), hands them to
+SentenceTransformerTrainer as one pass, evaluates on the eval pairs every `eval_steps` and at
+each phase end, keeps the best weights, and writes OUT atomically:
+
+    OUT/model/            the tuned model (LoRA adapter + sentence-transformers files, model card)
+    OUT/model-merged/     with merge=True: the adapter folded into a standalone full model
+    OUT/config.yaml       the resolved configuration
+    OUT/training_log.json loss, learning rate and eval metrics per step, phase boundaries
+    OUT/training_log.csv  the same per step, one row each
+    OUT/metrics.json      tuned vs untuned model on the test pairs ({"model", "baseline", "change"})
+
+Work happens in errors.partial_dir(OUT) (checkpoints included) and moves into place at the end,
+so `resume=True` can continue a killed run from its last checkpoint. Under torchrun every
+process trains (data parallel) and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import transformers
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.base.evaluation import BaseEvaluator
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import PrinterCallback
+
+from .config import PHASES, TrainConfig, dump_config
+from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
+from .evaluate import compare, compute_metrics, pair_scores
+from .jsonio import write_json
+from .losses import IN_BATCH_NEGATIVES, SIMILAR, build_loss, loss_columns
+from .pairs_io import pair_file, read_pairs
+from .report import fmt, markdown_table, training_report, write_report
+from .schedule import Plan, PlannedBatchSampler, lr_lambda, plan_batches
+
+PHASE_MODES = ("keep", "single", "difficulty")
+SINGLE_PHASE = "all"
+CHECKPOINTS = "checkpoints"
+RUN_FILE = "run.json"
+EVAL_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv")
+# LoRA targets by architecture (config.model_type); anything else is treated as BERT-style.
+LORA_TARGETS = {
+    "mpnet": ["attn.q", "attn.k", "attn.v", "attn.o", "intermediate.dense", "output.dense"],
+    "bert": ["query", "key", "value", "dense"],
+}
+
+
+@dataclass
+class TrainingPairs:
+    """Train pairs (with a `phase` column once phases are assigned), eval pairs and test pairs, and where they came from."""
+
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    test: pd.DataFrame
+    source: str = ""
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: where it wrote, the test comparison, and the training log."""
+
+    out: Path
+    metrics: dict[str, Any]
+    log: dict[str, Any]
+    config: TrainConfig
+    files: list[str] = field(default_factory=list)
+
+
+def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
+               eval_file: str | Path | None = None, test_file: str | Path | None = None) -> TrainingPairs:
+    """A directory made by `tickettune pairs`, or three pair files in any format pairs_io reads."""
+    files = (train_file, eval_file, test_file)
+    if pairs_dir is not None and any(f is not None for f in files):
+        raise UserError("pass either --pairs DIR or --train/--eval/--test files, not both")
+    if pairs_dir is not None:
+        if not Path(pairs_dir).is_dir():
+            raise UserError(f"{pairs_dir} is not a directory; pass the folder `tickettune pairs` wrote, or --train/--eval/--test")
+        files = tuple(pair_file(pairs_dir, role) for role in ("train", "eval", "test"))
+    missing = [flag for flag, f in zip(("--train", "--eval", "--test"), files) if f is None]
+    if len(missing) == 3:
+        raise UserError("no training pairs given; pass --pairs DIR or --train FILE --eval FILE --test FILE")
+    if missing:
+        raise UserError(f"missing {', '.join(missing)}: training needs train, eval and test pairs (or --pairs DIR)")
+    return TrainingPairs(*(read_pairs(f) for f in files), source=str(pairs_dir or files[0]))
+
+
+def difficulty_phases(pairs: pd.DataFrame, model, seed: int) -> np.ndarray:
+    """easy/medium/hard as `tickettune pairs` assigns them: terciles of the base model's difficulty within each label."""
+    from .pairs import _phases, pair_difficulty
+
+    labels = pairs["label"].to_numpy(float)
+    return _phases(labels, pair_difficulty(labels, pair_scores(model, pairs)), np.random.default_rng(seed))
+
+
+def assign_phases(pairs: pd.DataFrame, mode: str, model=None, seed: int = 0) -> pd.DataFrame:
+    """Keep the file's phases (`keep`; one phase when it has none), use one phase, or split by difficulty."""
+    if mode not in PHASE_MODES:
+        raise UserError(f"--phases {mode!r} is not one of {', '.join(PHASE_MODES)}")
+    pairs = pairs.copy()
+    if mode == "difficulty":
+        pairs["phase"] = difficulty_phases(pairs, model, seed)
+    elif mode == "single" or "phase" not in pairs:
+        pairs["phase"] = SINGLE_PHASE
+    return pairs
+
+
+def phase_epochs(pairs: pd.DataFrame, config: TrainConfig) -> dict[str, float]:
+    """Epochs of each phase present, in curriculum order; phase_epochs gives one number per phase."""
+    present = set(pairs["phase"])
+    if present == {SINGLE_PHASE}:
+        return {SINGLE_PHASE: config.phase_epochs[0]}
+    epochs = config.phase_epochs
+    if len(epochs) > len(PHASES):
+        raise UserError(f"phase_epochs lists {len(epochs)} numbers but there are {len(PHASES)} phases "
+                        f"({', '.join(PHASES)}); give one number per phase")
+    out = {}
+    for index, name in enumerate(PHASES):
+        if name in present and index >= len(epochs):
+            raise UserError(f"the train pairs have phase '{name}' but phase_epochs lists only {len(epochs)} "
+                            f"number(s); give one per phase, e.g. --set phase_epochs=[2,2,2]")
+        if index < len(epochs) and epochs[index] > 0:
+            if name not in present:
+                raise UserError(f"phase '{name}' has no training pairs but phase_epochs gives it {epochs[index]:g} "
+                                f"epochs; rebuild the pairs or set its epochs to 0 (e.g. --set phase_epochs=...)")
+            out[name] = epochs[index]
+    return out
+
+
+def _normal(text: str) -> str:
+    return " ".join(str(text).split()).casefold()
+
+
+def check_leakage(pairs: TrainingPairs) -> None:
+    """Refuse test texts that also occur in the training pairs (compared case- and space-insensitively)."""
+    columns = [c for c in ("text1", "text2", "negative") if c in pairs.train]
+    seen = {_normal(t) for c in columns for t in pairs.train[c].dropna()}
+    test = sorted(set(pairs.test["text1"]) | set(pairs.test["text2"]))
+    leaked = [t for t in test if _normal(t) in seen]
+    if leaked:
+        example = leaked[0] if len(leaked[0]) <= 60 else leaked[0][:57] + "..."
+        raise UserError(f"{len(leaked)} of {len(test)} test texts also appear in the training pairs (e.g. {example!r}); "
+                        "split the data so they do not, or pass --allow-leakage to train anyway")
+
+
+def lora_targets(model) -> list[str]:
+    """The modules LoRA adapts for this architecture (config.model_type)."""
+    model_type = getattr(model.transformers_model.config, "model_type", "")
+    return LORA_TARGETS.get(model_type, LORA_TARGETS["bert"])
+
+
+def add_lora(model, config: TrainConfig) -> tuple[int, int]:
+    """Add a LoRA adapter (peft) to the transformer; returns (trainable, total) parameter counts."""
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules or lora_targets(model)
+    names = [n for n, _ in model.transformers_model.named_modules()]
+    # The pooler is unused by mean pooling; adapting it would only add dead parameters (and stall DDP).
+    exclude = ["pooler.dense"] if any(n.endswith("pooler.dense") for n in names) else None
+    if not any(n == t or n.endswith(f".{t}") for t in targets for n in names):
+        raise UserError(f"lora_target_modules {targets} match no module of {config.model_name}; "
+                        f"name some of its modules (e.g. {', '.join(n.rsplit('.', 1)[-1] for n in names[-3:])})")
+    model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=targets, exclude_modules=exclude))
+    return _parameter_counts(model)
+
+
+def _parameter_counts(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def precision_flags(choice: str) -> dict[str, bool]:
+    """Trainer bf16/fp16 flags: auto picks bf16 (or fp16) on a CUDA GPU, full precision on CPU."""
+    cuda = torch.cuda.is_available()
+    if choice == "auto":
+        choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    if choice == "fp16" and not cuda:
+        raise UserError("mixed_precision fp16 needs a CUDA GPU; use --set mixed_precision=auto (or bf16) on CPU")
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def report_targets(report_to: str) -> list[str]:
+    """Trainer `report_to`; a tracker that is not installed is a user error, not a traceback."""
+    if report_to == "none":
+        return []
+    modules = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}[report_to]
+    if not any(importlib.util.find_spec(m) for m in modules):
+        raise UserError(f"report_to {report_to} needs the {modules[0]} package; pip install {modules[0]} or set report_to=none")
+    return [report_to]
+
+
+class PairEvaluator(BaseEvaluator):
+    """Scores eval pairs by cosine (each distinct text encoded once) with evaluate.compute_metrics.
+
+    Called by the trainer with the model; returns the EVAL_KEYS metrics (the trainer prefixes them
+    with "eval_"); `primary_metric` names the one that picks the best weights.
+    """
+
+    def __init__(self, pairs: pd.DataFrame, metric: str, folds: int, seed: int) -> None:
+        super().__init__()
+        self.pairs = pairs.reset_index(drop=True)
+        self.labels = self.pairs["label"].to_numpy(float)
+        self.primary_metric = metric
+        self.folds = folds
+        self.seed = seed
+        self.seconds = 0.0
+
+    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
+        start = time.perf_counter()
+        metrics = compute_metrics(self.labels, pair_scores(model, self.pairs), self.folds, self.seed)
+        self.seconds += time.perf_counter() - start
+        return {key: float(metrics[key]) for key in EVAL_KEYS}
+
+    def check(self) -> None:
+        """Refuse an eval set on which the chosen metric is undefined (one class, or one label value)."""
+        y = self.labels >= SIMILAR
+        if self.primary_metric == "spearman" and np.ptp(self.labels) == 0:
+            raise UserError("the eval pairs all have the same label, so Spearman is undefined; use eval pairs with varied labels")
+        if self.primary_metric != "spearman" and (y.all() or not y.any()):
+            raise UserError(f"the eval pairs are all {'similar' if y.all() else 'dissimilar'}, so "
+                            f"{self.primary_metric} is undefined; use eval pairs of both kinds or eval_metric=spearman")
+
+
+class BestModel:
+    """The best weights seen at an evaluation, kept in memory and copied into each checkpoint.
+
+    Only trainable parameters are kept (the LoRA adapter, or every weight without LoRA).
+    """
+
+    FILE = "best_model.safetensors"
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+        self.step: int | None = None
+        self.weights: dict[str, Any] | None = None
+
+    def offer(self, value: float, step: int, model) -> bool:
+        if value is None or math.isnan(value) or (self.value is not None and value <= self.value):
+            return False
+        self.value, self.step = float(value), int(step)
+        self.weights = {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        return True
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        if self.weights is None:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(self.weights, str(folder / self.FILE), metadata={"value": repr(self.value), "step": str(self.step)})
+
+    def load(self, folder: Path) -> None:
+        from safetensors import safe_open
+
+        path = folder / self.FILE
+        if not path.is_file():
+            return
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            self.weights = {k: handle.get_tensor(k) for k in handle.keys()}
+        self.value, self.step = float(meta["value"]), int(meta["step"])
+
+    def restore(self, model) -> None:
+        if self.weights is None:
+            return
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.weights.items():
+                params[name].copy_(value.to(params[name].device))
+
+
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+class CurriculumTrainer(SentenceTransformerTrainer):
+    """SentenceTransformerTrainer with the plan's LambdaLR schedule and best weights in each checkpoint."""
+
+    def __init__(self, *args, lr_function, best: BestModel, **kwargs) -> None:
+        self.lr_function = lr_function
+        self.best = best
+        super().__init__(*args, **kwargs)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.lr_function)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Written before the trainer state, so a checkpoint with trainer_state.json always has it.
+        if self.args.should_save:
+            self.best.save(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
+        super()._save_checkpoint(model, trial)
+
+
+class PhaseCallback(TrainerCallback):
+    """Evaluates at each phase end, tracks the best weights, shows a bar per phase and a summary line."""
+
+    def __init__(self, plan: Plan, best: BestModel, metric: str, show: bool) -> None:
+        self.plan, self.best, self.metric, self.show = plan, best, metric, show
+        self.bar = None
+        self.phase_started = time.perf_counter()
+        self.last_eval = math.nan
+        self.last_loss = math.nan
+
+    def _open(self, step: int) -> None:
+        if not self.show or step >= self.plan.total_steps:
+            return
+        phase = self.plan.phase_at(step)
+        self.bar = tqdm(total=phase.steps, initial=step - phase.start_step, desc=f"phase {phase.name}",
+                        unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+        self.phase_started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.show = self.show and state.is_world_process_zero
+        self._open(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.plan.phase_at(state.global_step - 1).end_step:
+            control.should_evaluate = True
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.last_loss = logs["loss"]
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.last_loss:.4f}", **{self.metric: f"{self.last_eval:.4f}"})
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        step = state.global_step
+        self.last_eval = (metrics or {}).get(f"eval_{self.metric}", math.nan)
+        self.best.offer(self.last_eval, step, model)
+        if step == 0 or step != self.plan.phase_at(step - 1).end_step:
+            return
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.show:
+            _say(self._summary(self.plan.phase_at(step - 1), state))
+        self._open(step)
+
+    def _summary(self, phase, state) -> str:
+        losses = [e["loss"] for e in state.log_history if "loss" in e and phase.start_step < e["step"] <= phase.end_step]
+        seconds = time.perf_counter() - self.phase_started
+        return (f"phase {phase.name}: steps {phase.start_step + 1}-{phase.end_step}, {phase.pairs} pairs "
+                f"({phase.epochs:g} epochs), mean loss {np.mean(losses) if losses else math.nan:.4f}, "
+                f"eval {self.metric} {fmt(self.last_eval)} (best {fmt(self.best.value)} at step {self.best.step}), "
+                f"{seconds:.0f} s")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StopCallback(TrainerCallback):
+    """Hands each evaluation after a training step to `on_evaluate(step, metrics)`; True stops training there.
+
+    `metrics` holds the EVAL_KEYS without the trainer's "eval_" prefix. The function runs on rank 0
+    only and its answer is broadcast, so every process of a torchrun job stops at the same step.
+    """
+
+    def __init__(self, on_evaluate: Callable[[int, dict[str, float]], bool]) -> None:
+        self.hook = on_evaluate
+        self.stopped_at: int | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.global_step == 0:  # the untuned model (eval_on_start): nothing has trained yet
+            return
+        stop = False
+        if state.is_world_process_zero:
+            found = {key: metrics[f"eval_{key}"] for key in EVAL_KEYS if f"eval_{key}" in (metrics or {})}
+            stop = bool(self.hook(state.global_step, found))
+        if args.world_size > 1:
+            decision = [stop]
+            torch.distributed.broadcast_object_list(decision, src=0)
+            stop = decision[0]
+        if stop:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+
+def _fingerprint(config: TrainConfig, frame: pd.DataFrame, world_size: int) -> dict[str, Any]:
+    """What must not change between a run and its --resume: the knobs, the pairs, the process count."""
+    knobs = config.model_dump(exclude={"output_dir", "pairs_dir", "train_file", "eval_file", "test_file"})
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
+    return {"config": knobs, "data_sha256": digest, "world_size": world_size}
+
+
+def _complete_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints under folder, newest first; one without trainer_state.json was cut off while being written."""
+    numbered = (p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit())
+    return [p for p in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+            if (p / "trainer_state.json").is_file()]
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint under folder, checked for damage (UserError if damaged)."""
+    complete = _complete_checkpoints(folder)
+    if not complete:
+        return None
+    checkpoint = complete[0]
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        from safetensors import safe_open
+
+        weights = list(checkpoint.glob("*.safetensors"))
+        if not any(p.name in ("adapter_model.safetensors", "model.safetensors") for p in weights):
+            raise ValueError("no model weights")
+        for path in weights:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        for required in ("optimizer.pt", "scheduler.pt"):
+            if not (checkpoint / required).is_file():
+                raise ValueError(f"{required} missing")
+    except Exception as exc:  # json, OS and safetensors errors alike mean a damaged checkpoint
+        raise UserError(f"checkpoint {checkpoint} is corrupted ({str(exc).splitlines()[0][:80] or type(exc).__name__}); "
+                        "delete that folder to resume from the previous checkpoint, or start over with --overwrite") from None
+    return checkpoint
+
+
+def _prepare_workdir(work: Path, fingerprint: dict[str, Any], resume: bool, overwrite: bool) -> Path | None:
+    """Check the unfinished-run folder against the request; return the checkpoint to resume from (None: fresh start).
+
+    Without --resume a run that saved checkpoints is only discarded with --overwrite; one that saved
+    none is simply started again.
+    """
+    checkpoints = work / CHECKPOINTS
+    if not resume:
+        if _complete_checkpoints(checkpoints) and not overwrite:
+            raise UserError(f"an interrupted run is in {work}; pass --resume to continue it, or --overwrite to start over")
+        return None
+    if not (work / RUN_FILE).is_file():
+        raise UserError(f"nothing to resume: {work} holds no interrupted run; run again without --resume")
+    try:
+        saved = json.loads((work / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{work / RUN_FILE} is corrupted; start over with --overwrite") from None
+    for key in ("data_sha256", "world_size"):
+        if saved.get(key) != fingerprint[key]:
+            what = "training pairs" if key == "data_sha256" else "number of processes"
+            raise UserError(f"--resume with different {what} than the interrupted run; use the same inputs, or --overwrite")
+    changed = [k for k, v in fingerprint["config"].items() if saved.get("config", {}).get(k) != v]
+    if changed:
+        raise UserError(f"--resume with a changed setting '{changed[0]}' ({saved['config'].get(changed[0])!r} -> "
+                        f"{fingerprint['config'][changed[0]]!r}); use the same settings, or --overwrite to start over")
+    checkpoint = last_checkpoint(checkpoints)
+    if checkpoint is None:
+        raise UserError(f"the interrupted run in {work} saved no checkpoint yet; run again without --resume")
+    return checkpoint
+
+
+def training_log(history: list[dict[str, Any]], plan: Plan, best: BestModel, metric: str) -> dict[str, Any]:
+    """Loss, learning rate and eval metrics per step, from the trainer's log history, with the phase plan."""
+    def phase_of(step: int) -> str:  # optimizer step s (1-based in the log) is plan step s - 1
+        return plan.phase_at(max(step - 1, 0)).name
+
+    steps, evals = [], []
+    for entry in history:
+        if "loss" in entry:
+            row = {"step": entry["step"], "phase": phase_of(entry["step"]), "loss": entry["loss"],
+                   "learning_rate": entry.get("learning_rate"), "grad_norm": entry.get("grad_norm")}
+            row.update({k: entry[k] for k in ("pair", "mnrl") if k in entry})
+            steps.append(row)
+        elif f"eval_{metric}" in entry:
+            evals.append({"step": entry["step"], "phase": phase_of(entry["step"]) if entry["step"] else "start",
+                          **{k: entry.get(f"eval_{k}") for k in EVAL_KEYS}})
+    return {
+        "phases": [{"name": p.name, "start_step": p.start_step, "end_step": p.end_step, "epochs": p.epochs,
+                    "pairs": p.pairs} for p in plan.phases],
+        "total_steps": plan.total_steps,
+        "eval_metric": metric,
+        "best": {"step": best.step, "value": best.value},
+        "skipped_pairs": plan.dropped,
+        "steps": steps,
+        "evals": evals,
+    }
+
+
+def write_training_log(log: dict[str, Any], folder: Path) -> None:
+    write_json(folder / "training_log.json", log)
+    frame = pd.DataFrame(log["steps"])
+    if log["evals"]:
+        evals = pd.DataFrame(log["evals"])[["step", log["eval_metric"]]].rename(
+            columns={log["eval_metric"]: f"eval_{log['eval_metric']}"})
+        frame = frame.merge(evals, on="step", how="outer").sort_values("step")
+    frame.to_csv(folder / "training_log.csv", index=False)
+
+
+def card_section(config: TrainConfig, log: dict[str, Any], metrics: dict[str, Any], source: str = "") -> str:
+    """The tickettune part of the model card: recipe, curriculum phases, best eval step and test results."""
+    method = (f"LoRA r={config.lora_r}, alpha={config.lora_alpha:g}, dropout={config.lora_dropout:g}"
+              if config.use_lora else "full fine-tuning (every weight)")
+    schedule = "restarting each phase" if config.schedule_per_phase else "one over all phases"
+    best = log["best"]
+    lines = ["", "## Training with tickettune", "", f"- **Base model:** `{config.model_name}`", f"- **Method:** {method}"]
+    lines += [f"- **Pairs:** `{source}`"] if source else []
+    lines += [f"- **Loss:** {config.loss}; lr {config.lr:g}, batch {config.batch_size}, {config.scheduler} schedule "
+              f"({schedule}), max_seq_length {config.max_seq_length}, seed {config.seed}",
+              f"- **Restored weights:** {log['restored']} (eval {config.eval_metric} {fmt(best['value'])} at step "
+              f"{best['step']})", "", "| Phase | Steps | Epochs | Pairs |", "|---|---|---:|---:|"]
+    lines += [f"| {p['name']} | {p['start_step'] + 1}-{p['end_step']} | {p['epochs']:g} | {p['pairs']} |"
+              for p in log["phases"]]
+    lines += ["", "### Test pairs: tuned vs untuned", "", markdown_table(metrics), ""]
+    return "\n".join(lines)
+
+
+def _dataset(frame: pd.DataFrame, columns: list[str]):
+    from datasets import Dataset
+
+    data = {c: frame[c].astype("float32" if c == "label" else str).tolist() for c in columns}
+    return Dataset.from_dict(data)
+
+
+def _row_lengths(model, frame: pd.DataFrame, columns: list[str], limit: int) -> np.ndarray:
+    """Token count of each row's longest text (capped at max_seq_length), each distinct text tokenized once."""
+    texts = [c for c in columns if c != "label"]
+    unique = sorted(set().union(*(frame[c] for c in texts)))
+    counts = dict(zip(unique, map(len, model.tokenizer(unique, truncation=True, max_length=limit)["input_ids"])))
+    return np.array([max(counts[t] for t in row) for row in frame[texts].itertuples(index=False)])
+
+
+def _plan(frame: pd.DataFrame, columns: list[str], epochs: dict[str, float], config: TrainConfig, model,
+          world_size: int) -> Plan:
+    rows = {name: np.flatnonzero(frame["phase"].to_numpy() == name) for name in epochs}
+    texts = None
+    if config.loss in IN_BATCH_NEGATIVES:
+        text_columns = [c for c in columns if c != "label"]
+        texts = [tuple(row) for row in frame[text_columns].itertuples(index=False)]
+    lengths = _row_lengths(model, frame, columns, config.max_seq_length) if config.length_grouped_batches else None
+    return plan_batches(rows, epochs, config.batch_size, config.seed, config.curriculum, world_size,
+                        config.gradient_accumulation_steps, lengths, texts)
+
+
+def _announcement(config: TrainConfig, plan: Plan, trainable: int, total: int, checkpoint: Path | None) -> str:
+    """The line printed before training: what trains, how many parameters, how many steps per phase."""
+    return (f"training {config.model_name} ({'LoRA' if config.use_lora else 'full'}): {trainable:,} of {total:,} "
+            f"parameters trainable ({100 * trainable / total:.2f}%); {config.loss} loss, {plan.total_steps} steps over "
+            f"{', '.join(f'{p.name} {p.steps}' for p in plan.phases)}"
+            + (f"; {plan.world_size} processes" if plan.world_size > 1 else "")
+            + (f"; {plan.dropped} pairs skipped (their texts already filled the batches)" if plan.dropped else "")
+            + (f"; resuming from {checkpoint.name}" if checkpoint else ""))
+
+
+def _training_args(config: TrainConfig, plan: Plan, work: Path, eval_on_start: bool):
+    saving = {"save_strategy": "steps", "save_steps": config.save_steps} if config.save_steps else {"save_strategy": "no"}
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(work / CHECKPOINTS),
+        num_train_epochs=1,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.lr,
+        # The LambdaLR of schedule.py does the scheduling; these two only describe it in the model card.
+        lr_scheduler_type={"warmup_cosine": "cosine"}.get(config.scheduler, config.scheduler),
+        warmup_steps=config.warmup_ratio if config.warmup_ratio is not None else config.warmup_steps,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        data_seed=config.seed,
+        batch_sampler=PlannedBatchSampler(plan.batches),
+        eval_strategy="steps" if config.eval_steps else "no",
+        eval_steps=config.eval_steps,
+        # The untuned model's eval score is the bar to beat and the log's start; not again on resume.
+        eval_on_start=eval_on_start,
+        save_total_limit=2,
+        logging_steps=1,
+        disable_tqdm=True,
+        report_to=report_targets(config.report_to),
+        dataloader_drop_last=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # accelerate only runs torchrun processes as multi-CPU (gloo) when told it is on CPU.
+        use_cpu=not torch.cuda.is_available(),
+        **saving,
+        **precision_flags(config.mixed_precision),
+    )
+
+
+def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
+          resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
+          show_progress: bool = True,
+          on_evaluate: Callable[[int, dict[str, float]], bool] | None = None) -> TrainResult:
+    """Train config.model_name on the pairs' curriculum phases and write OUT (see the module docstring).
+
+    pairs: TrainingPairs, or a directory made by `tickettune pairs`.
+    phases: keep the train pairs' phases (one phase when they have none), `single`, or `difficulty`
+    (easy/medium/hard as `tickettune pairs` assigns them: terciles of the base model's difficulty per label).
+    resume: continue the interrupted run of the same OUT from its last checkpoint.
+    merge: also write OUT/model-merged, the adapter folded into a standalone full model.
+    on_evaluate: called as on_evaluate(step, eval_metrics) after each evaluation of a trained step (rank 0);
+    returning True stops training there (e.g. to prune a hyper-parameter trial). The log records the
+    step as `stopped_at_step`; outputs are written as for a complete run.
+    """
+    from .models import load_model
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
+    if merge and not config.use_lora:
+        raise UserError("--merge folds a LoRA adapter into the model, but use_lora is false (the model is already full)")
+    if not allow_leakage:
+        check_leakage(pairs)
+    world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    show = show_progress and rank == 0
+
+    model = load_model(config.model_name, config.max_seq_length)
+    positions = getattr(model.transformers_model.config, "max_position_embeddings", None)
+    if positions is not None and config.max_seq_length > positions:
+        raise UserError(f"max_seq_length {config.max_seq_length} exceeds the {positions} positions of {config.model_name}; "
+                        f"set --set max_seq_length={positions} or lower")
+    train_pairs = assign_phases(pairs.train, phases, model, config.seed)
+    epochs = phase_epochs(train_pairs, config)
+    evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
+                              config.eval_metric, config.threshold_cv_folds, config.seed)
+    evaluator.check()
+    frame, columns = loss_columns(train_pairs, config)
+    work = partial_dir(out)
+    fingerprint = _fingerprint(config, frame, world_size)
+    checkpoint = _prepare_workdir(work, fingerprint, resume, overwrite)
+
+    transformers.set_seed(config.seed)  # LoRA's initial weights
+    if config.use_lora:
+        trainable, total = add_lora(model, config)
+    else:
+        trainable, total = _parameter_counts(model)
+    plan = _plan(frame, columns, epochs, config, model, world_size)
+    if show:
+        _say(_announcement(config, plan, trainable, total, checkpoint))
+
+    # Creating the arguments joins the torchrun process group, so every process has checked the
+    # run folder above before rank 0 changes it here.
+    args = _training_args(config, plan, work, eval_on_start=checkpoint is None)
+    with args.main_process_first(desc="prepare the run folder", local=False):
+        if rank == 0:
+            if checkpoint is None and work.exists():
+                shutil.rmtree(work)
+            work.mkdir(parents=True, exist_ok=True)
+            write_json(work / RUN_FILE, fingerprint)
+
+    best = BestModel()
+    if checkpoint is not None:
+        best.load(checkpoint)
+    stopper = StopCallback(on_evaluate) if on_evaluate is not None else None
+    trainer = CurriculumTrainer(
+        model=model, args=args, train_dataset=_dataset(frame, columns), loss=build_loss(config, model),
+        evaluator=evaluator, lr_function=lr_lambda(plan, config.scheduler, config.warmup_steps, config.warmup_ratio,
+                                                   config.schedule_per_phase),
+        best=best, callbacks=[PhaseCallback(plan, best, config.eval_metric, show)] + ([stopper] if stopper else []))
+    trainer.remove_callback(PrinterCallback)
+    for callback in trainer.callback_handler.callbacks:
+        # TensorBoard would log under the checkpoints (deleted at the end); keep its events in OUT/runs
+        # unless TENSORBOARD_LOGGING_DIR says otherwise.
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(work / "runs")
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started - evaluator.seconds
+    if config.save_best_model:
+        best.restore(model)
+    log = training_log(trainer.state.log_history, plan, best, config.eval_metric)
+    first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    log.update(train_seconds=round(seconds, 2), pairs_per_second=round(plan.pairs_from(first_step) / max(seconds, 1e-9), 2),
+               restored="best" if config.save_best_model else "last", world_size=world_size,
+               stopped_at_step=stopper.stopped_at if stopper else None)
+    if rank != 0:
+        return TrainResult(out, {}, log, config)
+    # The report's per-phase statistics need the phases training used, also when they were assigned here.
+    return _write_outputs(model, config, replace(pairs, train=train_pairs), log, out, overwrite, merge, show)
+
+
+def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, log: dict[str, Any], out: Path,
+                   overwrite: bool, merge: bool, show: bool) -> TrainResult:
+    """Rank 0 after training: model, config, log and test metrics into the run folder, then move it to OUT."""
+    from .export import adapter_folder, merge_adapter
+    from .models import load_model
+
+    if show:
+        _say(f"restored the {log['restored']} weights (eval {config.eval_metric} {fmt(log['best']['value'])} at step "
+             f"{log['best']['step']}); scoring {len(pairs.test)} test pairs")
+        if log["restored"] == "best" and log["best"]["step"] == 0:
+            _say("note: no training step beat the untuned model on the eval pairs, so the saved model equals it; "
+                 "try another lr, loss or more epochs")
+    tuned = pair_scores(model, pairs.test)
+    base = pair_scores(load_model(config.model_name, config.max_seq_length), pairs.test)
+    metrics = compare(pairs.test["label"].to_numpy(float), tuned, base, config.threshold_cv_folds,
+                      config.bootstrap_resamples, config.seed)
+    model.model_card_data.add_tags(["tickettune", "curriculum-learning"] + (["lora"] if config.use_lora else []))
+    with atomic_output_dir(out, overwrite=overwrite, keep_on_error=True) as folder:
+        model.save_pretrained(str(folder / "model"))
+        with open(folder / "model" / "README.md", "a", encoding="utf-8") as card:
+            card.write(card_section(config, log, metrics, pairs.source))
+        if merge:
+            merged = load_model(str(folder / "model"))
+            merge_adapter(merged, adapter_folder(folder / "model"))
+            merged.save_pretrained(str(folder / "model-merged"))
+        dump_config(config.model_copy(update={"output_dir": str(out)}), folder / "config.yaml")
+        write_training_log(log, folder)
+        write_json(folder / "metrics.json", metrics)
+        details = {"base model": config.model_name, "recipe": f"{config.loss} loss, lr {config.lr:g}, "
+                   f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, epochs "
+                   + "/".join(f"{e:g}" for e in config.phase_epochs), "pairs": pairs.source or "-",
+                   "test pairs": len(pairs.test), "training time": f"{log['train_seconds']:.0f} s "
+                   f"({log['pairs_per_second']:.1f} pairs/s)"}
+        write_report(folder, training_report(metrics, log, pairs.test, {"model": tuned, "baseline": base}, pairs.train,
+                                             f"tickettune: {Path(config.model_name).name} fine-tuned vs untuned", details))
+        shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
+        (folder / RUN_FILE).unlink(missing_ok=True)
+        files = sorted(p.name for p in folder.iterdir())
+    return TrainResult(out, metrics, log, config, files)
