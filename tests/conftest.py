@@ -31,7 +31,8 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
                         intermediate_size=64, max_position_embeddings=128)
     raw = folder / "raw"
     BertModel(config).save_pretrained(raw, safe_serialization=True)
-    BertTokenizerFast(vocab_file=str(vocab / "vocab.txt"), do_lower_case=True).save_pretrained(raw)
+    # from_pretrained: transformers 5 ignores a bare vocab_file and builds a 5-token vocabulary.
+    BertTokenizerFast.from_pretrained(str(vocab)).save_pretrained(raw)
     transformer = Transformer(str(raw), max_seq_length=64)
     model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu")
     model.save(str(folder / "st"))

@@ -1,0 +1,28 @@
+"""Put a benchmark run under its topic's `## Heading` in RESULTS.md, beside earlier runs of the same topic."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+
+from _results import RESULTS, command, machine
+
+
+def append_under(heading: str, body: str) -> None:
+    """Insert one dated run (command, machine, body) at the end of the `## heading` section, creating it if missing."""
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    # The cores are shared: the load says how much of them other work took while this ran.
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    run = (f"\n### {heading} — {stamp}\n\n- command: `{command()}`\n- machine: {machine()}\n"
+           f"- load average at the end (1, 5, 15 min): {load}\n\n{body.rstrip()}\n")
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else (
+        "# Benchmark results\n\nEvery figure here was printed by the script and command shown with it.\n")
+    start = re.search(rf"^## {re.escape(heading)}\s*$", text, flags=re.M)
+    if start is None:
+        text = text.rstrip("\n") + f"\n\n## {heading}\n" + run
+    else:
+        after = re.search(r"^## ", text[start.end():], flags=re.M)
+        end = start.end() + after.start() if after else len(text)
+        text = text[:end].rstrip("\n") + "\n" + run + ("\n" + text[end:] if after else "")
+    RESULTS.write_text(text, encoding="utf-8")
