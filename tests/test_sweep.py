@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tickettune.cli import main
 from tickettune.config import resolve_config
@@ -59,12 +58,7 @@ def optuna():
     return pytest.importorskip("optuna", reason="tickettune sweep needs optuna: pip install 'tickettune[sweep]'")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _base(model: Path, *extra: str):

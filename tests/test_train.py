@@ -64,13 +64,7 @@ def pairs_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny-model steps are overhead-bound: one thread is as fast alone and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
