@@ -382,7 +382,7 @@ def _select(t1: np.ndarray, t2: np.ndarray, same: np.ndarray, keep: np.ndarray, 
     return np.array(taken[True][:n] + taken[False][:n], dtype=np.int64)
 
 
-def _phases(labels: np.ndarray, difficulty: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def difficulty_terciles(labels: np.ndarray, difficulty: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Easy / medium / hard by difficulty terciles within each label (ties broken at random)."""
     phase = np.empty(len(labels), dtype=object)
     tiebreak = rng.random(len(labels))
@@ -493,7 +493,7 @@ class PairBuilder:
                             + (" or pass --test-difficulty all" if self._hard(name) else ""))
         self._note_shortfall(name, len(frame) // 2)
         if name == "train":
-            frame["phase"] = _phases(frame["label"].to_numpy(), frame["difficulty"].to_numpy(), self.rng)
+            frame["phase"] = difficulty_terciles(frame["label"].to_numpy(), frame["difficulty"].to_numpy(), self.rng)
             hard = frame[frame["phase"] == PHASES[-1]]
             self.thresholds = {float(k): float(v) for k, v in hard.groupby("label")["difficulty"].min().items()}
             if options.hard_negatives:

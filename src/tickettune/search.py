@@ -239,10 +239,10 @@ def read_ticket_file(path: Path, text_column: Optional[str] = None) -> pd.DataFr
 
     Rows without text are left out (they cannot be similar to anything); `attrs["notes"]` says how many.
     """
-    from .tickets import _text_columns, build_text, read_table
+    from .tickets import text_columns_of, build_text, read_table
 
     table = read_table(path)
-    columns = _text_columns(table, [text_column] if text_column else None)
+    columns = text_columns_of(table, [text_column] if text_column else None)
     text = pd.Series([build_text(parts) for parts in zip(*(table[c] for c in columns))], index=table.index)
     frame = table.drop(columns=["text"], errors="ignore").assign(text=text)
     empty = frame["text"] == ""

@@ -221,7 +221,7 @@ def resolve_column(frame: pd.DataFrame, name: str, option: str) -> str:
     raise UserError(f"{frame.attrs.get('source', 'tickets')}: no column '{name}' for {option}{hint} (columns: {found})")
 
 
-def _text_columns(frame: pd.DataFrame, text_columns: Sequence[str] | None) -> list[str]:
+def text_columns_of(frame: pd.DataFrame, text_columns: Sequence[str] | None) -> list[str]:
     if text_columns:
         names = [part.strip() for item in text_columns for part in str(item).split(",") if part.strip()]
         return [resolve_column(frame, name, "--text-column") for name in names]
@@ -299,7 +299,7 @@ def read_tickets(path: str | Path, text_columns: Sequence[str] | None = None, gr
     """
     table = read_table(path)
     source, kind = table.attrs["source"], table.attrs["kind"]
-    texts = _text_columns(table, text_columns)
+    texts = text_columns_of(table, text_columns)
     if group_by is None:
         group_by = next((f for f in LINK_FIELDS if f in table.columns), None)
         if group_by is None:

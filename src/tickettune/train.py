@@ -103,10 +103,10 @@ def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | Non
 
 def difficulty_phases(pairs: pd.DataFrame, model, seed: int) -> np.ndarray:
     """easy/medium/hard as `tickettune pairs` assigns them: terciles of the base model's difficulty within each label."""
-    from .pairs import _phases, pair_difficulty
+    from .pairs import difficulty_terciles, pair_difficulty
 
     labels = pairs["label"].to_numpy(float)
-    return _phases(labels, pair_difficulty(labels, pair_scores(model, pairs)), np.random.default_rng(seed))
+    return difficulty_terciles(labels, pair_difficulty(labels, pair_scores(model, pairs)), np.random.default_rng(seed))
 
 
 def assign_phases(pairs: pd.DataFrame, mode: str, model=None, seed: int = 0) -> pd.DataFrame:
