@@ -6,7 +6,8 @@
 Every run trains the same base model with the same seed on the same pairs and is scored on the same
 test pairs against the untuned model (paired bootstrap 95% intervals). `--budget small` scales pair
 counts down and rescales each recipe's epochs to 3 in total, keeping its split across phases, so that
-recipes compete on equal compute; `--budget full` keeps the presets' own epochs. Figures are printed
+recipes compete on equal compute, and caps max_seq_length at 128; `--budget full` keeps the presets' own
+epochs and lengths. Figures are printed
 as a table and appended to benchmarks/RESULTS.md with the command, machine and date.
 """
 
@@ -62,9 +63,10 @@ ABLATIONS = [
     Recipe("lr 2e-4", "recommended", ("lr=2e-4",), "learning rate"),
 ]
 BUDGETS = {
-    # pairs per phase, eval pairs, test pairs, STS train pairs, total epochs per run (None: the recipe's own)
-    "small": dict(pairs_per_phase=300, eval_pairs=200, test_pairs=600, sts_train=1500, total_epochs=3.0),
-    "full": dict(pairs_per_phase=5000, eval_pairs=1000, test_pairs=1000, sts_train=None, total_epochs=None),
+    # pairs per phase, eval pairs, test pairs, STS train pairs, total epochs per run (None: the recipe's
+    # own), longest max_seq_length (None: the recipe's own)
+    "small": dict(pairs_per_phase=400, eval_pairs=150, test_pairs=400, sts_train=1000, total_epochs=3.0, max_seq=128),
+    "full": dict(pairs_per_phase=5000, eval_pairs=1000, test_pairs=1000, sts_train=None, total_epochs=None, max_seq=None),
 }
 # Which rows run on which dataset at the small budget: the whole grid on the IT tickets (the
 # question the user asked), the presets and tickettune's recipe on the sample and on STSb.
@@ -111,7 +113,8 @@ def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, budget: di
     epochs = scaled_epochs(list(base.phase_epochs), budget["total_epochs"])
     if pairs.source == "STS Benchmark":
         epochs = [sum(epochs)]  # one phase: STSb has no ticket groups to grade difficulty by
-    config = base.model_copy(update={"phase_epochs": epochs, "save_steps": None})
+    max_seq = min(base.max_seq_length, budget["max_seq"] or base.max_seq_length)
+    config = base.model_copy(update={"phase_epochs": epochs, "save_steps": None, "max_seq_length": max_seq})
     started = time.perf_counter()
     result = train(config, pairs, work / recipe.name.replace(" ", "_"), overwrite=True, show_progress=False,
                    phases="single" if pairs.source == "STS Benchmark" else "keep")

@@ -680,6 +680,11 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     log.update(train_seconds=round(seconds, 2), pairs_per_second=round(plan.pairs_from(first_step) / max(seconds, 1e-9), 2),
                restored="best" if config.save_best_model else "last", world_size=world_size,
                stopped_at_step=stopper.stopped_at if stopper else None)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave the process group together: a rank that exits while others still hold it aborts
+        # in gloo's threads ("terminate called without an active exception").
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     if rank != 0:
         return TrainResult(out, {}, log, config)
     # The report's per-phase statistics need the phases training used, also when they were assigned here.
