@@ -26,10 +26,9 @@ from transformers.trainer_callback import PrinterCallback
 
 from .config import TrainConfig
 from .errors import UserError
-from .losses import build_loss, loss_columns
+from .losses import build_loss
 from .schedule import Plan
-from .train import (PairEvaluator, TrainingPairs, _dataset, _plan, _row_lengths, _training_args, add_lora,
-                    assign_phases, phase_epochs)
+from .train import TrainingPairs, _dataset, _plan, _row_lengths, _training_args, add_lora, prepare_run
 
 
 @dataclass(frozen=True)
@@ -112,23 +111,11 @@ def time_steps(config: TrainConfig, model, frame, columns: list[str], plan: Plan
 
 def estimate_run(config: TrainConfig, pairs: TrainingPairs, steps: int = 5, phases: str = "keep") -> RunEstimate:
     """Estimate a `train(config, pairs, phases=phases)` run on this machine from `steps` timed optimizer steps."""
-    from .models import load_model
-
     if steps < 1:
         raise UserError(f"--steps {steps} is too few; time at least 1 step (5 gives a steadier estimate)")
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    model = load_model(config.model_name, config.max_seq_length)
-    positions = getattr(model.transformers_model.config, "max_position_embeddings", None)
-    if positions is not None and config.max_seq_length > positions:
-        raise UserError(f"max_seq_length {config.max_seq_length} exceeds the {positions} positions of "
-                        f"{config.model_name}; set --set max_seq_length={positions} or lower")
-    train_pairs = assign_phases(pairs.train, phases, model, config.seed)
-    epochs = phase_epochs(train_pairs, config)
-    evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
-                              config.eval_metric, config.threshold_cv_folds, config.seed)
-    evaluator.check()
-    frame, columns = loss_columns(train_pairs, config)
+    model, train_pairs, epochs, evaluator, frame, columns = prepare_run(config, pairs, phases)
     transformers.set_seed(config.seed)
     if config.use_lora:
         add_lora(model, config)

@@ -592,6 +592,24 @@ def _training_args(config: TrainConfig, plan: Plan, work: Path, eval_on_start: b
     )
 
 
+def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str):
+    """What `train` and `estimate` both need: the model, the phased train pairs, epochs, evaluator and loss columns."""
+    from .models import load_model
+
+    model = load_model(config.model_name, config.max_seq_length)
+    positions = getattr(model.transformers_model.config, "max_position_embeddings", None)
+    if positions is not None and config.max_seq_length > positions:
+        raise UserError(f"max_seq_length {config.max_seq_length} exceeds the {positions} positions of {config.model_name}; "
+                        f"set --set max_seq_length={positions} or lower")
+    train_pairs = assign_phases(pairs.train, phases, model, config.seed)
+    epochs = phase_epochs(train_pairs, config)
+    evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
+                              config.eval_metric, config.threshold_cv_folds, config.seed)
+    evaluator.check()
+    frame, columns = loss_columns(train_pairs, config)
+    return model, train_pairs, epochs, evaluator, frame, columns
+
+
 def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
           resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
           show_progress: bool = True,
@@ -607,8 +625,6 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     returning True stops training there (e.g. to prune a hyper-parameter trial). The log records the
     step as `stopped_at_step`; outputs are written as for a complete run.
     """
-    from .models import load_model
-
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     out = Path(out)
@@ -621,17 +637,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     show = show_progress and rank == 0
 
-    model = load_model(config.model_name, config.max_seq_length)
-    positions = getattr(model.transformers_model.config, "max_position_embeddings", None)
-    if positions is not None and config.max_seq_length > positions:
-        raise UserError(f"max_seq_length {config.max_seq_length} exceeds the {positions} positions of {config.model_name}; "
-                        f"set --set max_seq_length={positions} or lower")
-    train_pairs = assign_phases(pairs.train, phases, model, config.seed)
-    epochs = phase_epochs(train_pairs, config)
-    evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
-                              config.eval_metric, config.threshold_cv_folds, config.seed)
-    evaluator.check()
-    frame, columns = loss_columns(train_pairs, config)
+    model, train_pairs, epochs, evaluator, frame, columns = prepare_run(config, pairs, phases)
     work = partial_dir(out)
     fingerprint = _fingerprint(config, frame, world_size)
     checkpoint = _prepare_workdir(work, fingerprint, resume, overwrite)
