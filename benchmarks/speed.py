@@ -1,6 +1,6 @@
 """Training and evaluation throughput: tickettune against the plain sentence-transformers trainer, on IT tickets.
 
-    python benchmarks/speed.py                                  # 600 train / 300 test pairs, ~10 min on 2 idle cores
+    python benchmarks/speed.py                                  # 600 train / 300 test pairs, ~6 min on 2 idle cores
     python benchmarks/speed.py --train-pairs 150 --test-pairs 60 --no-record   # a quick check
     python benchmarks/speed.py --pairs DIR --seeds 0 1          # pairs from `tickettune pairs`, two seeds
 
@@ -16,13 +16,15 @@ the same number of epochs by:
 
 Training pairs/s count the trainer's own loop (tickettune's eval passes subtracted, as train() reports
 them); quality is the test Spearman of each trained model, scored the same way. Each arm runs in its own
-process, so its peak resident memory is its own. Evaluation throughput scores the test pairs with the
-untuned model two ways at the same encode batch size: tickettune.evaluate.pair_scores (each distinct text
-once) and sentence-transformers' EmbeddingSimilarityEvaluator; texts/s counts the pair texts scored
-(2 per pair) per second. Figures are printed and appended to benchmarks/RESULTS.md under "Speed".
+process, so its peak resident memory is its own; the load average at its start and end shows whether
+other jobs shared the cores (an arm alone on 2 cores shows about 2). Evaluation throughput scores the test
+pairs with the untuned model two ways at the same encode batch size: tickettune.evaluate.pair_scores (each
+distinct text once) and sentence-transformers' EmbeddingSimilarityEvaluator; texts/s counts the pair texts
+scored (2 per pair) per second. Figures are printed and appended to benchmarks/RESULTS.md under "Speed".
 
-The default sizes fit ~10 minutes on 2 CPU cores: there a plain step of 32 ticket pairs padded to ~200
-tokens takes 5-10 s. Scale with --train-pairs/--test-pairs/--seeds (e.g. 1500/500 and two seeds on a GPU).
+The default sizes take ~6 minutes on 2 idle CPU cores, where a plain step of 32 ticket pairs padded to
+~200 tokens takes ~10 s; other jobs on the cores slow every arm several-fold (see the load column).
+Scale with --train-pairs, --test-pairs and --seeds (e.g. 1500/500 and two seeds on a GPU).
 """
 
 from __future__ import annotations
@@ -156,14 +158,15 @@ def run_arm(arm: str, seed: int, work: Path) -> None:
 
         torch.set_num_threads(settings["threads"])
     pairs = load_pairs(settings["pairs"])
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     if arm == "eval":
         result = eval_arm(settings, pairs)
     else:
         config = arm_config(settings, seed, arm)
         result = plain_arm(config, pairs, settings["epochs"]) if arm == "plain" else \
             tickettune_arm(config, pairs, work / f"run-{arm}-{seed}", settings["curriculum"])
-    result.update(arm=arm, seed=seed, wall_seconds=time.perf_counter() - started,
+    # Other jobs on the cores show as a load above this arm's own threads: such a timing is suspect.
+    result.update(arm=arm, seed=seed, wall_seconds=time.perf_counter() - started, load=[load, os.getloadavg()[0]],
                   peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
     (work / f"{arm}-{seed}.json").write_text(json.dumps(result))
 
@@ -227,16 +230,17 @@ def training_rows(runs: list[dict]) -> list[list[str]]:
     rows = []
     for r, ratio, gap in against_plain(runs):
         if "failed" in r:
-            rows.append([r["arm"], str(r["seed"]), f"failed ({r['failed']})"] + [""] * 7)
+            rows.append([r["arm"], str(r["seed"]), f"failed ({r['failed']})"] + [""] * 8)
             continue
         rows.append([r["arm"], str(r["seed"]), f"{r['steps']}", f"{r['pairs']:,}", f"{r['train_seconds']:.1f}",
                      f"{r['pairs'] / r['train_seconds']:.2f}", "-" if ratio is None else f"{ratio:.2f}x",
-                     f"{r['spearman']:.4f}", "-" if gap is None else f"{gap:+.4f}", f"{r['peak_mib']:,.0f}"])
+                     f"{r['spearman']:.4f}", "-" if gap is None else f"{gap:+.4f}", f"{r['peak_mib']:,.0f}",
+                     "{:.1f} / {:.1f}".format(*r["load"])])
     return rows
 
 
 TRAIN_HEADER = ["arm", "seed", "steps", "pairs", "train s", "pairs/s", "vs plain", "test Spearman", "Δ vs plain",
-                "peak MiB"]
+                "peak MiB", "load start / end"]
 EVAL_HEADER = ["evaluation", "pair texts", "texts encoded", "seconds", "texts/s", "vs ST", "test Spearman"]
 
 
