@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tickettune.cli import main
 from tickettune.config import resolve_config
@@ -42,13 +41,7 @@ def pairs_dir(tmp_path_factory) -> Path:
     return write_pair_dir(pairset, tmp_path_factory.mktemp("estimate") / "pairs")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny-model steps are overhead-bound: one thread is as fast alone and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_estimate_follows_the_plan_train_runs(tiny_model, pairs_dir, tmp_path):
