@@ -106,7 +106,7 @@ def main() -> None:
             f"({'within' if drop <= MAX_SPEARMAN_DROP else 'OVER'} the {MAX_SPEARMAN_DROP} limit).")
     print(body)
     if not args.no_record:
-        from _sections import append_under
+        from _results import append_under
 
         append_under("Export", body)
 

@@ -4,11 +4,13 @@
     python benchmarks/recipes.py --budget full --datasets tickets   # the presets' real epochs (GPU advised)
 
 Every run trains the same base model with the same seed on the same pairs and is scored on the same
-test pairs against the untuned model (paired bootstrap 95% intervals). `--budget small` scales pair
-counts down and rescales each recipe's epochs to 3 in total, keeping its split across phases, so that
-recipes compete on equal compute, and caps max_seq_length at 128; `--budget full` keeps the presets' own
-epochs and lengths. Figures are printed
-as a table and appended to benchmarks/RESULTS.md with the command, machine and date.
+test pairs against the untuned model (paired bootstrap 95% intervals), and tickettune's recipe against
+each seed preset pair by pair. Ticket test pairs are the hard ones: as lexically (TF-IDF) hard as the
+hardest third of train pairs, chosen without the model they judge. `--budget small` scales pair counts
+down and rescales each recipe's epochs to 3 in total, keeping its split across phases, so that recipes
+compete on equal compute, and caps max_seq_length at 128; `--budget full` keeps the presets' own epochs
+and lengths. Each dataset's tables are printed and appended to benchmarks/RESULTS.md (command, machine,
+load, date) as soon as it is done.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -28,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402
 
 from tickettune.config import resolve_config  # noqa: E402
+from tickettune.evaluate import paired_bootstrap_ci, roc_auc_of, spearman_of  # noqa: E402
 from tickettune.models import load_model  # noqa: E402
 from tickettune.pairs import PairOptions, build_pairs  # noqa: E402
 from tickettune.pairs_io import read_pairs  # noqa: E402
@@ -36,7 +40,7 @@ from tickettune.tickets import read_tickets  # noqa: E402
 from tickettune.train import TrainingPairs, train  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-console = Console(highlight=False)
+console = Console(highlight=False, width=180)  # wide tables stay readable in a log file
 
 
 @dataclass(frozen=True)
@@ -115,42 +119,72 @@ def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, budget: di
         epochs = [sum(epochs)]  # one phase: STSb has no ticket groups to grade difficulty by
     max_seq = min(base.max_seq_length, budget["max_seq"] or base.max_seq_length)
     config = base.model_copy(update={"phase_epochs": epochs, "save_steps": None, "max_seq_length": max_seq})
-    started = time.perf_counter()
     # STS Benchmark's official splits share some sentences (75 test texts are in train); the standard
     # benchmark is kept as published, so the leakage guard is overridden for it alone.
     sts = pairs.source == "STS Benchmark"
     result = train(config, pairs, work / recipe.name.replace(" ", "_"), overwrite=True, show_progress=False,
                    phases="single" if sts else "keep", allow_leakage=sts)
-    return {"recipe": recipe, "epochs": epochs, "metrics": result.metrics, "seconds": time.perf_counter() - started,
-            "train_seconds": result.log.get("train_seconds"), "pairs_per_second": result.log.get("pairs_per_second")}
+    return {"recipe": recipe, "epochs": epochs, "metrics": result.metrics, "scores": result.test_scores,
+            "train_seconds": result.log.get("train_seconds"), "restored": result.log.get("restored"),
+            "best_step": (result.log.get("best") or {}).get("step")}
 
 
-def _delta(metrics: dict, key: str, ci_key: str) -> str:
-    change = metrics["change"]
-    ci = change.get(ci_key) or [math.nan, math.nan]
-    value = change.get(key)
-    if value is None or any(v is None for v in ci):
+def _interval(value: float, ci) -> str:
+    if value is None or ci is None or any(v is None or math.isnan(v) for v in ci):
         return "n/a"
     star = "*" if ci[0] > 0 or ci[1] < 0 else ""
     return f"{value:+.4f} [{ci[0]:+.3f}, {ci[1]:+.3f}]{star}"
 
 
 def rows_for(dataset: str, runs: list[dict]) -> list[list[str]]:
-    rows = []
     base = runs[0]["metrics"]["baseline"]
-    rows.append([dataset, "untuned baseline", "-", f"{base['spearman']:.4f}", "", f"{base['roc_auc']:.4f}", "",
-                 f"{base['f1_cv']:.4f}", "", "-"])
+    rows = [[dataset, "untuned baseline", "-", f"{base['spearman']:.4f}", "", f"{base['roc_auc']:.4f}", "",
+             f"{base['f1_cv']:.4f}", "", "-"]]
     for run in runs:
-        m = run["metrics"]
-        rows.append([dataset, run["recipe"].name, "/".join(f"{e:g}" for e in run["epochs"]),
-                     f"{m['model']['spearman']:.4f}", _delta(m, "spearman", "spearman_ci95"),
-                     f"{m['model']['roc_auc']:.4f}", _delta(m, "roc_auc", "roc_auc_ci95"),
-                     f"{m['model']['f1_cv']:.4f}", _delta(m, "f1_cv", "f1_ci95"), f"{run['train_seconds']:.0f}"])
+        m, change = run["metrics"], run["metrics"]["change"]
+        # Step 0 kept: no trained step beat the untuned model on the eval pairs, so its weights were restored.
+        epochs = "/".join(f"{e:g}" for e in run["epochs"]) + (" (step 0 kept)" if run["best_step"] == 0 else "")
+        rows.append([dataset, run["recipe"].name, epochs,
+                     f"{m['model']['spearman']:.4f}", _interval(change["spearman"], change.get("spearman_ci95")),
+                     f"{m['model']['roc_auc']:.4f}", _interval(change["roc_auc"], change.get("roc_auc_ci95")),
+                     f"{m['model']['f1_cv']:.4f}", _interval(change["f1_cv"], change.get("f1_ci95")),
+                     f"{run['train_seconds']:.0f}"])
     return rows
 
 
 HEADER = ["dataset", "recipe", "epochs", "Spearman", "Δ Spearman [95% CI]", "ROC-AUC", "Δ ROC-AUC [95% CI]", "F1 (CV)",
           "Δ F1 [95% CI]", "train s"]
+
+
+def head_to_head(runs: list[dict], labels: np.ndarray, seed: int) -> list[list[str]]:
+    """tickettune's recipe against each seed preset on the same test pairs: paired bootstrap of the difference."""
+    own = next((r for r in runs if r["recipe"] is OWN), None)
+    if own is None:
+        return []
+    rows = []
+    for run in runs:
+        if run["recipe"].question != "seed preset":
+            continue
+        cells = [run["recipe"].name]
+        for metric in (spearman_of, roc_auc_of):
+            diff = metric(labels, own["scores"]) - metric(labels, run["scores"])
+            cells.append(_interval(diff, paired_bootstrap_ci(labels, own["scores"], run["scores"], metric, seed=seed)))
+        rows.append(cells)
+    return rows
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def show(title: str, header: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name, justify="left" if name in ("dataset", "recipe", "seed preset") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def main() -> None:
@@ -159,9 +193,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="tickets,sample,sts", help="comma-separated: tickets, sample, sts")
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--test-difficulty", choices=("hard", "all"), default="all",
-                        help="eval/test pairs at the hard phase's difficulty, or unfiltered (default; see README: "
-                             "pairs chosen for being hard for the base model are biased against it)")
+    parser.add_argument("--test-difficulty", choices=("hard", "all"), default="hard",
+                        help="eval/test pairs as lexically hard as the hardest third of train pairs (default), or "
+                             "unfiltered")
     parser.add_argument("--only", default="", help="comma-separated recipe names to run (default: the dataset's grid)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
@@ -170,9 +204,10 @@ def main() -> None:
     if any(d in ("tickets", "sts") for d in datasets) and not SHARED.is_dir():
         sys.exit(f"the tickets and sts datasets need {SHARED}; run with --datasets sample")
     model = load_model(args.model, 128)
-    all_rows, started = [], time.perf_counter()
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in datasets:
+            dataset_started = time.perf_counter()
             console.print(f"[bold]{dataset}[/bold]: building pairs ({args.budget} budget)")
             pairs = dataset_pairs(dataset, budget, model, args.seed, args.test_difficulty)
             grid = GRIDS[dataset] if args.budget == "small" else PRESET_ROWS + [OWN] + ABLATIONS
@@ -187,22 +222,29 @@ def main() -> None:
                 console.print(f"  {recipe.name:<26} Spearman {m['model']['spearman']:.4f} ({m['change']['spearman']:+.4f})  "
                               f"ROC-AUC {m['model']['roc_auc']:.4f} ({m['change']['roc_auc']:+.4f})  "
                               f"{run['train_seconds']:.0f} s")
-            if runs:
-                all_rows += rows_for(dataset, runs)
-    table = Table(title=f"Recipes ({args.budget} budget, {args.model}, seed {args.seed}, {args.test_difficulty} test pairs); "
-                        "* = 95% CI excludes 0")
-    for name in HEADER:
-        table.add_column(name, justify="left" if name in ("dataset", "recipe") else "right")
-    for row in all_rows:
-        table.add_row(*row)
-    console.print(table)
-    minutes = (time.perf_counter() - started) / 60
-    console.print(f"total wall-clock: {minutes:.1f} min")
-    if not args.no_record:
-        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + " | ".join(r) + " |" for r in all_rows]
-        body = (f"budget `{args.budget}`, model {args.model}, seed {args.seed}, test pairs `{args.test_difficulty}`; Δ = tuned − untuned on the same test pairs, "
-                f"paired bootstrap 95% CI (* excludes 0); total wall-clock {minutes:.1f} min\n\n" + "\n".join(lines))
-        _results.append(f"Recipes ({args.budget} budget)", body)
+            if not runs:
+                continue
+            test = "STS test" if dataset == "sts" else f"{args.test_difficulty} test"
+            rows = rows_for(dataset, runs)
+            show(f"{dataset}: {len(pairs.test)} {test} pairs, {args.budget} budget, {args.model}, seed {args.seed}; "
+                 "Δ vs untuned, * = 95% CI excludes 0", HEADER, rows)
+            versus = head_to_head(runs, pairs.test["label"].to_numpy(float), args.seed)
+            versus_header = ["seed preset", "recommended − preset: Spearman [95% CI]", "ROC-AUC [95% CI]"]
+            if versus:
+                show(f"{dataset}: recommended against each seed preset (paired bootstrap)", versus_header, versus)
+            minutes = (time.perf_counter() - dataset_started) / 60
+            console.print(f"{dataset}: {minutes:.1f} min; all so far {(time.perf_counter() - started) / 60:.1f} min")
+            if not args.no_record:
+                # Recorded per dataset, so that a later failure cannot lose the figures already printed.
+                body = (f"{dataset}: {len(pairs.train)} train pairs, {len(pairs.eval)} eval pairs, {len(pairs.test)} "
+                        f"{test} pairs; budget `{args.budget}`, {args.model}, seed {args.seed}; Δ = tuned − untuned on "
+                        f"the same test pairs, paired bootstrap 95% CI (* excludes 0); \"step 0 kept\": no trained step "
+                        f"beat the untuned model on the eval pairs; {minutes:.1f} min for this dataset\n\n"
+                        + markdown(HEADER, rows)
+                        + ("\n\nrecommended against each seed preset on the same test pairs:\n\n"
+                           + markdown(versus_header, versus) if versus else ""))
+                _results.append_under("Recipes", body, f"Recipes, {dataset} ({args.budget} budget)")
+    console.print(f"total wall-clock: {(time.perf_counter() - started) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def main() -> None:
             + table(rows))
     print(body)
     if not args.no_record:
-        from _sections import append_under
+        from _results import append_under
 
         append_under("Search", body)
 

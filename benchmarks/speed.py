@@ -369,7 +369,7 @@ def main() -> None:
     body += "\n\n" + "\n".join(f"- {line}" for line in lines + notes)
     if not args.no_record:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _sections import append_under
+        from _results import append_under
 
         append_under("Speed", body)
 

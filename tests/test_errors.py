@@ -1,5 +1,6 @@
 """Every error a user can cause: one line on stderr, exit code 2, no traceback, nothing half-written."""
 
+import errno
 import gzip
 import json
 from pathlib import Path
@@ -46,7 +47,15 @@ CASES = {
     "pairs: misspelt group": (["pairs", "{d}/tickets.csv", "--group-by", "problemid", "-o", "{out}"], ["problemid"]),
     "pairs: only empty texts": (["pairs", "{d}/blank.csv", "-o", "{out}"], ["blank.csv"]),
     "pairs: damaged gzip": (["pairs", "{d}/broken.csv.gz", "-o", "{out}"], ["gzip"]),
+    "pairs: malformed JSONL": (["pairs", "{d}/bad.jsonl", "-o", "{out}"], ["line 2", "JSON"]),
+    "pairs: malformed CSV": (["pairs", "{d}/badquote.csv", "-o", "{out}"], ["malformed CSV"]),
+    "pairs: a directory, not a file": (["pairs", "{pairs}", "-o", "{out}"], ["is a directory"]),
     "check: missing dir": (["check", "{d}/nowhere"], ["nowhere"]),
+    "check: null text": (["check", "{nulltext}"], ["text1"]),
+    "train: whitespace-only text": (["train", "--pairs", "{spacetext}", "-o", "{out}"], ["empty"]),
+    "train: missing label": (["train", "--pairs", "{nolabeldir}", "-o", "{out}"], ["label", "missing"]),
+    "evaluate: test texts among the training pairs": (["evaluate", "--model", "{tiny}", "--pairs", "{pairs}/train.jsonl",
+                                                       "--train-pairs", "{pairs}"], ["--allow-leakage"]),
     "train: unknown preset": (["train", "--pairs", "{pairs}", "--preset", "v3", "-o", "{out}"], ["v3"]),
     "train: unknown key": (["train", "--pairs", "{pairs}", "--set", "lerning_rate=1", "-o", "{out}"], ["lerning_rate"]),
     "train: unknown loss": (["train", "--pairs", "{pairs}", "--set", "loss=arcface", "-o", "{out}"], ["loss"]),
@@ -84,6 +93,8 @@ def inputs(tmp_path_factory, tiny_model):
     _write(d, "bad.yaml", "lr: [1, 2\n")
     _write(d, "nolabel.json", json.dumps([{"text1": "a", "text2": "b"}]))
     _write(d, "textlabel.csv", "text1,text2,label\na,b,high\n")
+    _write(d, "bad.jsonl", '{"text": "a", "group": "x"}\n{oops\n')
+    _write(d, "badquote.csv", 'number,short_description\nINC1,"unterminated\nINC2,ok\n')
     full = d / "full"
     full.mkdir()
     _write(full, "metrics.json", "{}")
@@ -92,6 +103,9 @@ def inputs(tmp_path_factory, tiny_model):
     return {"d": d, "tiny": tiny_model, "full": full, "out": d / "out", "pairs": _pairs_dir(d / "pairs"),
             "notest": _pairs_dir(d / "notest", drop="test.jsonl"), "badlabel": _pairs_dir(d / "badlabel", train_records=bad_label),
             "nanlabel": _pairs_dir(d / "nanlabel", train_records=nan_label),
+            "nulltext": _pairs_dir(d / "nulltext", train_records=[dict(GOOD_PAIR, text1=None)] * 3),
+            "spacetext": _pairs_dir(d / "spacetext", train_records=[dict(GOOD_PAIR, text1="   ")] * 3),
+            "nolabeldir": _pairs_dir(d / "nolabeldir", train_records=[{"text1": "a", "text2": "b", "phase": "easy"}] * 3),
             "easyonly": _pairs_dir(d / "easyonly", train_records=[dict(GOOD_PAIR, text1=f"e {i}", label=i % 2) for i in range(4)])}
 
 
@@ -113,3 +127,43 @@ def test_user_errors_end_in_one_line_and_exit_2(case, inputs, capsys):
 def test_debug_shows_the_traceback(inputs):
     with pytest.raises(Exception):
         main(["--debug", "train", "--pairs", str(inputs["pairs"]), "--preset", "v3", "-o", str(inputs["out"])])
+
+
+WRITE_FAILURES = {
+    "disk full": OSError(errno.ENOSPC, "No space left on device"),
+    "permission denied": PermissionError(errno.EACCES, "Permission denied"),
+    "Ctrl-C": KeyboardInterrupt(),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(WRITE_FAILURES))
+@pytest.mark.parametrize("command", ["pairs", "evaluate"])
+def test_a_failure_while_writing_leaves_nothing_behind(command, failure, inputs, tmp_path, monkeypatch, capsys):
+    """Disk full, no permission or Ctrl-C half-way through writing: one line, exit 2, and OUT as it was."""
+    import tickettune.pairs_io
+    import tickettune.report
+
+    tickets = _write(tmp_path, "tickets.csv", TICKETS_HEADER + "".join(
+        f"INC{i},printer {i} jams on floor {i % 7},paper stuck in tray {i % 5},PRB{i % 40}\n" for i in range(400)))
+    out = tmp_path / "out"
+    argv = {"pairs": ["pairs", str(tickets), "--difficulty", "tfidf", "--pairs-per-phase", "20", "--eval-pairs", "10",
+                      "--test-pairs", "10", "--test-difficulty", "all", "-o", str(out)],
+            "evaluate": ["evaluate", "--model", str(inputs["tiny"]), "--pairs", str(inputs["pairs"]), "-o", str(out)]}[command]
+    # pairs: the train file is written, the failure strikes at the next; evaluate: metrics.json is written, then
+    # the report fails.
+    module, name, strike = {"pairs": (tickettune.pairs_io, "write_pairs", 2),
+                            "evaluate": (tickettune.report, "write_report", 1)}[command]
+    original, calls = getattr(module, name), []
+
+    def write_until_the_failure(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == strike:
+            raise WRITE_FAILURES[failure]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, write_until_the_failure)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert {"disk full": "free disk space", "permission denied": "permissions", "Ctrl-C": "interrupted"}[failure] in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tickets.csv"]

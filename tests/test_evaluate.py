@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from tickettune.evaluate import best_f1_threshold, compare, compute_metrics, cv_threshold_metrics, paired_bootstrap_ci, _spearman
+from tickettune.evaluate import best_f1_threshold, compare, compute_metrics, cv_threshold_metrics, paired_bootstrap_ci, spearman_of
 from tickettune.report import fmt_change, fmt_ci, markdown_table
 
 
@@ -39,9 +39,9 @@ def test_bootstrap_interval_worked_by_hand():
     perfect = labels.copy()
     reversed_ = -labels
     # Every resample with two distinct labels has Spearman +1 for one model and -1 for the other.
-    low, high = paired_bootstrap_ci(labels, perfect, reversed_, _spearman, resamples=200, seed=0)
+    low, high = paired_bootstrap_ci(labels, perfect, reversed_, spearman_of, resamples=200, seed=0)
     assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
-    low, high = paired_bootstrap_ci(labels, perfect, perfect, _spearman, resamples=200, seed=0)
+    low, high = paired_bootstrap_ci(labels, perfect, perfect, spearman_of, resamples=200, seed=0)
     assert low == high == 0.0
 
 
@@ -50,8 +50,8 @@ def test_bootstrap_interval_covers_a_noisy_difference():
     labels = rng.integers(0, 2, 400).astype(float)
     better = labels + rng.normal(0, 0.8, 400)
     worse = labels + rng.normal(0, 1.6, 400)
-    low, high = paired_bootstrap_ci(labels, better, worse, _spearman, resamples=1000, seed=0)
-    point = _spearman(labels, better) - _spearman(labels, worse)
+    low, high = paired_bootstrap_ci(labels, better, worse, spearman_of, resamples=1000, seed=0)
+    point = spearman_of(labels, better) - spearman_of(labels, worse)
     assert 0 < low < point < high
 
 

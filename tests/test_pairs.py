@@ -93,10 +93,12 @@ def test_balanced_phases_rise_in_difficulty_and_test_is_hard(pairset):
     means = train.groupby(["label", "phase"])["difficulty"].mean()
     for label in (0.0, 1.0):
         assert means[(label, "easy")] < means[(label, "medium")] < means[(label, "hard")]
-    hard = train[train["phase"] == "hard"].groupby("label")["difficulty"].min()
+    # Eval/test are filtered lexically (never by the model they judge): at least the upper third of train pairs.
+    hard = train.groupby("label")["lexical_difficulty"].quantile(2 / 3)
+    assert pairset.datacard["hard_threshold"] == {str(k): round(v, 4) for k, v in hard.items()}
     for frame in (pairset.test, pairset.eval):
         assert (frame["label"] == 1).sum() == (frame["label"] == 0).sum()
-        assert (frame["difficulty"] >= frame["label"].map(hard)).all()
+        assert (frame["lexical_difficulty"] >= frame["label"].map(hard)).all()
     everything = pd.concat([pairset.train, pairset.eval, pairset.test])
     uses = pd.concat([everything["ticket1"], everything["ticket2"]]).value_counts()
     assert uses.max() <= PairOptions().max_pairs_per_ticket

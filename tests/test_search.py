@@ -13,7 +13,7 @@ from _lora import build_adapter
 from tickettune import search as search_module
 from tickettune.cli import main
 from tickettune.errors import UserError
-from tickettune.search import (IndexCache, VectorIndex, choose_backend, model_threshold, read_ticket_file,
+from tickettune.search import (VectorIndex, choose_backend, model_threshold, read_ticket_file,
                                similar_tickets)
 
 # Four problems, five incidents each in different words, plus unrelated incidents.

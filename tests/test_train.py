@@ -291,6 +291,51 @@ def test_phase_rules_and_leakage_guard(tiny_model, pairs_dir, tmp_path):
         load_pairs(tmp_path / "no-test")
 
 
+def test_evaluate_refuses_test_pairs_the_model_was_trained_on(reference, pairs_dir, tmp_path, capsys):
+    from tickettune.leakage import TRAINING_TEXTS, fingerprint
+
+    stored = json.loads((reference.out / "model" / TRAINING_TEXTS).read_text())["fingerprints"]
+    train_pairs = load_pairs(pairs_dir).train
+    assert fingerprint(train_pairs["text1"][0]) in stored and len(stored) <= 2 * len(train_pairs)
+    assert (reference.out / "model-merged" / TRAINING_TEXTS).is_file()
+    assert not any(train_pairs["text1"][0] in line for line in (reference.out / "model" / TRAINING_TEXTS).open())
+    leaky = tmp_path / "leaky.jsonl"
+    pd.concat([load_pairs(pairs_dir).test, train_pairs.head(2)[["text1", "text2", "label"]]]).to_json(
+        leaky, orient="records", lines=True)
+    out = tmp_path / "m.json"
+    for model in ("model", "model-merged"):  # the fingerprints travel with the merged copy too
+        capsys.readouterr()
+        assert main(["evaluate", "--model", str(reference.out / model), "--pairs", str(leaky), "--json", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "test texts also appear in the model's training pairs" in err and "--allow-leakage" in err
+        assert len(err.splitlines()) == 1 and not out.exists()
+    # Given training pairs explicitly, the check works for any model, e.g. one trained elsewhere.
+    assert main(["evaluate", "--model", reference.config.model_name, "--pairs", str(leaky),
+                 "--train-pairs", str(pairs_dir)]) == 2
+    assert "train.jsonl" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(reference.out / "model"), "--pairs", str(leaky), "--json", str(out),
+                 "--allow-leakage"]) == 0 and out.exists()
+    assert main(["evaluate", "--model", str(reference.out / "model"), "--pairs", str(pairs_dir)]) == 0
+    assert "no test text is among the model's training texts" in capsys.readouterr().out
+
+
+def test_mask_pii_config_masks_every_text_before_training_and_reports(tiny_model, pairs_dir, tmp_path):
+    from tickettune.pairs_io import read_pairs
+
+    folder = tmp_path / "with-pii"
+    folder.mkdir()
+    for name in ("train.jsonl", "eval.jsonl", "test.jsonl"):
+        frame = read_pairs(pairs_dir / name)
+        frame["text1"] = frame["text1"] + " <script>x</script> mail jane.roe@example.com from 10.1.2.3"
+        write_pairs(frame, folder / name)
+    result = train(_config(tiny_model, "mask_pii=true", "phase_epochs=[1,1,1]"), folder, tmp_path / "out",
+                   show_progress=False)
+    written = "".join(p.read_text(errors="replace") for p in result.out.rglob("*") if p.suffix in (".md", ".html", ".json"))
+    assert "jane.roe@example.com" not in written and "10.1.2.3" not in written
+    assert "[EMAIL]" in (result.out / "report.html").read_text()
+    assert "<script>x" not in (result.out / "report.html").read_text()
+
+
 def test_difficulty_phases_are_terciles_of_the_base_models_difficulty(tiny_model, pairs_dir):
     from tickettune.evaluate import pair_scores
     from tickettune.models import load_model
@@ -376,17 +421,30 @@ def test_same_seed_gives_the_same_training_metrics_on_cpu(reference, pairs_dir, 
     assert again.log["evals"] == reference.log["evals"] and again.metrics == reference.metrics
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(reference, tiny_model, pairs_dir, tmp_path):
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(kill, reference, tiny_model, pairs_dir, tmp_path):
+    # The kill lands at a random step: after a random checkpoint (not the last), plus a random delay.
+    # Seeded per signal so that a failure can be replayed.
+    rng = np.random.default_rng(int(kill))
+    last = max(e["step"] for e in reference.log["evals"])
+    after = int(rng.choice(np.arange(10, last - 5, 10)))
     out = tmp_path / "killed"
     checkpoints = partial_dir(out) / "checkpoints"
     run = subprocess.Popen([sys.executable, "-m", "tickettune", *_cli_args(pairs_dir, tiny_model, out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
     deadline = time.monotonic() + 120
-    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and run.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint appeared"
+    while not (checkpoints / f"checkpoint-{after}" / "trainer_state.json").exists() and run.poll() is None:
+        assert time.monotonic() < deadline, f"checkpoint-{after} did not appear"
         time.sleep(0.02)
-    run.send_signal(signal.SIGKILL)
-    assert run.wait() == -signal.SIGKILL, run.stderr.read().decode()[-2000:]
+    time.sleep(rng.uniform(0, 0.5))
+    run.send_signal(kill)
+    code = run.wait()
+    err = run.stderr.read().decode()
+    if kill == signal.SIGKILL:
+        assert code == -signal.SIGKILL, err[-2000:]
+    else:  # Ctrl-C: one line, exit 2, the checkpoints kept for --resume
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: interrupted"), err[-2000:]
+        assert "Traceback" not in err
     assert not out.exists() and checkpoints.is_dir()
 
     with pytest.raises(UserError, match="pass --resume to continue it"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import errno
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -58,11 +58,16 @@ def evaluate(
     seed: int = typer.Option(0, help="seed of folds and bootstrap"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write metrics.json, report.md and report.html here"),
     overwrite: bool = typer.Option(False, help="replace an existing --json file or --out directory"),
+    train_pairs: Optional[Path] = typer.Option(None, "--train-pairs", help="the model's training pairs (file or `pairs` "
+                                               "directory) to check the test texts against; default: the fingerprints "
+                                               "`train` stored in the model folder"),
+    allow_leakage: bool = typer.Option(False, help="evaluate even when test texts were among the model's training texts"),
 ) -> None:
     """Score a model (and a baseline) on pairs: Spearman, ROC-AUC, CV-F1, bootstrap intervals."""
     from .errors import atomic_output_dir, check_output_dir
     from .evaluate import evaluate_pairs
     from .jsonio import write_json
+    from .leakage import guard_evaluation
     from .pairs_io import pair_file, read_pairs
     from .report import ReportInputs, metric_table, write_report
 
@@ -72,6 +77,8 @@ def evaluate(
         check_output_dir(out, overwrite)
     source = pair_file(pairs, "test")
     frame = read_pairs(source)
+    if not allow_leakage:
+        console.print(guard_evaluation(model, frame, train_pairs), style="dim")
     with console.status(f"encoding {len(frame)} pairs"):
         result, scores = evaluate_pairs(frame, model, baseline, max_seq_length, folds, resamples, seed)
     console.print(metric_table(result, title=f"{model} on {pairs}", model_title="Model" if not baseline else "Fine-tuned"))
@@ -243,7 +250,7 @@ def pairs(
     test_fraction: float = typer.Option(0.2, help="share of tickets for test"),
     difficulty: str = typer.Option("model", help="model: the base model's cosine; tfidf: lexical, needs no model"),
     model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="base model that scores difficulty"),
-    test_difficulty: str = typer.Option("hard", help="hard: eval and test pairs at the hard phase's difficulty; all: unfiltered"),
+    test_difficulty: str = typer.Option("hard", help="hard: eval and test pairs as lexically (TF-IDF) hard as the hardest third of train pairs; all: unfiltered"),
     hard_negatives: bool = typer.Option(False, help="add a `negative` column (nearest ticket of another group) for MNRL/triplet"),
     graded: bool = typer.Option(False, help="graded labels from a field hierarchy instead of 0/1"),
     grade_weights: Optional[str] = typer.Option(None, help="with --graded: FIELD=WEIGHT,... "
@@ -399,6 +406,11 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _interrupted() -> int:
+    err_console.print("error: interrupted; nothing half-written was left (training resumes with --resume)", markup=False)
+    return 2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -409,6 +421,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     offline_environment()
     try:
         code = app(args=args, prog_name="tickettune", standalone_mode=False)
+        if code == 130:  # typer swallows Ctrl-C in a command and returns 130 without a word
+            return _interrupted()
         return code if isinstance(code, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
@@ -419,8 +433,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         err_console.print(f"error: {_one_line(exc.format_message())} (see `{command} --help`)", markup=False)
         return 2
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("error: interrupted; nothing half-written was left (training resumes with --resume)", markup=False)
-        return 2
+        return _interrupted()
     except click_exceptions.ClickException as exc:
         err_console.print(f"error: {_one_line(exc.format_message())}", markup=False)
         return 2
@@ -433,8 +446,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if debug:
             raise
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        err_console.print(f"error: cannot write or read{where}: {exc.strerror or exc}; free disk space or fix permissions",
-                          markup=False)
+        fix = {errno.ENOSPC: "free disk space and run it again", errno.EDQUOT: "free disk space and run it again",
+               errno.EACCES: "fix the permissions or choose another path", errno.EPERM: "fix the permissions or choose "
+               "another path", errno.EROFS: "choose a writable path"}.get(exc.errno, "free disk space or fix permissions")
+        err_console.print(f"error: cannot write or read{where}: {exc.strerror or exc}; {fix}", markup=False)
         return 2
     except MemoryError:
         err_console.print("error: out of memory; lower --set batch_size or max_seq_length", markup=False)

@@ -38,7 +38,7 @@ def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: Demo
     with atomic_output_dir(out, overwrite) as tmp:
         sample_path = write_sample(generate_sample(size.incidents, seed), tmp / SAMPLE_FILE)
         say(f"1/3  {size.incidents} synthetic incidents written to {out / SAMPLE_FILE}")
-        tickets = read_tickets(sample_path, group_by="problem_id")
+        tickets = read_tickets(sample_path, group_by="problem_id", mask_pii=config.mask_pii)
         options = PairOptions(seed=seed, pairs_per_phase=size.pairs_per_phase, eval_pairs=size.eval_pairs,
                               test_pairs=size.test_pairs, model=config.model_name)
         pairset = build_pairs(tickets, options, config.model_name)

@@ -11,9 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from scipy.stats import pearsonr, rankdata, spearmanr
+from sklearn.metrics import average_precision_score
 
 METRIC_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv", "f1_cv_std", "precision_cv",
                "recall_cv", "accuracy_cv", "threshold", "n_pairs")
@@ -40,15 +39,20 @@ def binary(labels: np.ndarray) -> np.ndarray:
 
 
 def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """The score threshold (predict similar when score >= threshold) with the highest F1, and that F1."""
-    if y.sum() == 0:
+    """The score threshold (predict similar when score >= threshold) with the highest F1, and that F1; among
+    equally good thresholds, the lowest."""
+    y, scores = np.asarray(y), np.asarray(scores, dtype=float)
+    positives = int(y.sum())
+    if positives == 0:
         return float("inf"), 0.0
-    precision, recall, thresholds = precision_recall_curve(y, scores)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    # The last precision/recall point has no threshold (recall 0 by convention).
-    best = int(np.argmax(f1[:-1]))
-    return float(thresholds[best]), float(f1[best])
+    order = np.argsort(-scores, kind="stable")
+    ranked = scores[order]
+    true_positives = np.cumsum(y[order])
+    # Cutting below the i-th highest score predicts i+1 pairs similar; F1 = 2 TP / (predicted + positives).
+    f1 = 2 * true_positives / (np.arange(1, len(ranked) + 1) + positives)
+    f1[:-1][ranked[1:] == ranked[:-1]] = -1.0  # a cut inside a run of tied scores is not a threshold
+    best = len(f1) - 1 - int(np.argmax(f1[::-1]))
+    return float(ranked[best]), float(f1[best])
 
 
 def _classification(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -62,22 +66,31 @@ def _classification(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict
     return {"f1": f1, "precision": precision, "recall": recall, "accuracy": float(np.mean(predicted == (y == 1)))}
 
 
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number per pair: each class shuffled and dealt round the folds, so every fold holds both classes."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for label in (0, 1):
+        members = np.flatnonzero(y == label)
+        fold[rng.permutation(members)] = np.arange(len(members)) % folds
+    return fold
+
+
 def cv_threshold_metrics(y: np.ndarray, scores: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, float]:
     """Choose the F1-best threshold on k-1 folds, score the held-out fold; mean and std over folds."""
-    nan = {"f1_cv": math.nan, "f1_cv_std": math.nan, "precision_cv": math.nan, "recall_cv": math.nan,
-           "accuracy_cv": math.nan}
+    y, scores = np.asarray(y), np.asarray(scores, dtype=float)
     folds = min(folds, int(np.bincount(y, minlength=2).min()))
     if folds < 2:
-        return nan
+        return dict.fromkeys(("f1_cv", "f1_cv_std", "precision_cv", "recall_cv", "accuracy_cv"), math.nan)
+    fold = stratified_folds(y, folds, seed)
     results = []
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fit_idx, held_idx in splitter.split(scores.reshape(-1, 1), y):
-        threshold, _ = best_f1_threshold(y[fit_idx], scores[fit_idx])
-        results.append(_classification(y[held_idx], scores[held_idx], threshold))
-    table = pd.DataFrame(results)
-    return {"f1_cv": float(table["f1"].mean()), "f1_cv_std": float(table["f1"].std(ddof=0)),
-            "precision_cv": float(table["precision"].mean()), "recall_cv": float(table["recall"].mean()),
-            "accuracy_cv": float(table["accuracy"].mean())}
+    for held in range(folds):
+        fit = fold != held
+        threshold, _ = best_f1_threshold(y[fit], scores[fit])
+        results.append(_classification(y[~fit], scores[~fit], threshold))
+    f1 = np.array([r["f1"] for r in results])
+    return {"f1_cv": float(f1.mean()), "f1_cv_std": float(f1.std()),
+            **{f"{key}_cv": float(np.mean([r[key] for r in results])) for key in ("precision", "recall", "accuracy")}}
 
 
 def _safe(fn: Callable[[], float]) -> float:
@@ -88,15 +101,21 @@ def _safe(fn: Callable[[], float]) -> float:
     return value
 
 
-def _spearman(labels: np.ndarray, scores: np.ndarray) -> float:
+def spearman_of(labels: np.ndarray, scores: np.ndarray) -> float:
     if np.ptp(labels) == 0 or np.ptp(scores) == 0:
         return math.nan
     return float(spearmanr(labels, scores).statistic)
 
 
-def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+def roc_auc_of(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney statistic (ties count half): sklearn's value, fast enough to bootstrap."""
     y = binary(labels)
-    return _safe(lambda: roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else math.nan
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def compute_metrics(labels: np.ndarray, scores: np.ndarray, folds: int = 5, seed: int = 0) -> dict[str, float]:
@@ -107,9 +126,9 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, folds: int = 5, seed
     both_classes = 0 < y.sum() < len(y)
     pearson = math.nan if np.ptp(labels) == 0 or np.ptp(scores) == 0 else float(pearsonr(labels, scores).statistic)
     metrics: dict[str, float] = {
-        "spearman": _spearman(labels, scores),
+        "spearman": spearman_of(labels, scores),
         "pearson": pearson,
-        "roc_auc": _roc_auc(labels, scores),
+        "roc_auc": roc_auc_of(labels, scores),
         "average_precision": _safe(lambda: average_precision_score(y, scores)) if both_classes else math.nan,
     }
     metrics.update(cv_threshold_metrics(y, scores, folds, seed))
@@ -149,20 +168,13 @@ def compare(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarra
         new, old = result["model"][key], result["baseline"][key]
         change[key] = new - old
         change[f"{key}_pct"] = (new - old) / abs(old) * 100 if old else math.nan
-    change["spearman_ci95"] = list(paired_bootstrap_ci(labels, scores_model, scores_base, _spearman, resamples, seed))
-    change["roc_auc_ci95"] = list(paired_bootstrap_ci(labels, scores_model, scores_base, _roc_auc, resamples, seed))
-    thresholds = (result["model"]["threshold"], result["baseline"]["threshold"])
-
-    # F1 at each model's deployable threshold, resampled on the same pairs.
-    rng = np.random.default_rng(seed)
-    y = binary(labels)
-    deltas = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(labels), len(labels))
-        deltas.append(_classification(y[idx], scores_model[idx], thresholds[0])["f1"]
-                      - _classification(y[idx], scores_base[idx], thresholds[1])["f1"])
-    change["f1_ci95"] = [float(v) for v in np.percentile(deltas, [2.5, 97.5])] if not any(map(math.isinf, thresholds)) \
-        and not any(map(math.isnan, thresholds)) else [math.nan, math.nan]
+    change["spearman_ci95"] = list(paired_bootstrap_ci(labels, scores_model, scores_base, spearman_of, resamples, seed))
+    change["roc_auc_ci95"] = list(paired_bootstrap_ci(labels, scores_model, scores_base, roc_auc_of, resamples, seed))
+    # The same k-fold procedure on each resample (same folds for both models), so the interval is of the
+    # change in the F1 (CV) that the table shows.
+    change["f1_ci95"] = list(paired_bootstrap_ci(
+        labels, scores_model, scores_base, lambda l, s: cv_threshold_metrics(binary(l), s, folds, seed)["f1_cv"],
+        resamples, seed))
     result["change"] = change
     return result
 

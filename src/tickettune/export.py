@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import UserError, atomic_output_dir, check_output_dir
+from .leakage import TRAINING_TEXTS
 
 QUANTIZE_CHOICES = ("int8",)
 # A merged model computes the same function as the adapter; fp32 ONNX the same as PyTorch.
@@ -163,6 +165,8 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
                 weights.unlink()
         if onnx:
             _export_onnx_files(st, tmp, reference, quantize, result)
+        if (source / TRAINING_TEXTS).is_file():  # the exported model was trained on the same texts
+            shutil.copy2(source / TRAINING_TEXTS, tmp / TRAINING_TEXTS)
         (tmp / "export.json").write_text(json.dumps({
             "source": str(source), "merged_adapter": result.merged_adapter, "onnx_file": result.onnx_file,
             "quantized_file": result.quantized_file, "min_cosine_vs_source": result.cosines}, indent=2) + "\n")

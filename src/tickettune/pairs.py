@@ -14,10 +14,13 @@
    Two tickets that belong to no group (no problem, no parent) are never a dissimilar pair: that
    they are unrelated is unknown.
 5. select: balanced labels, each ticket in at most `max_pairs_per_ticket` pairs. Train phases are
-   difficulty terciles within each label; eval and test keep only pairs at least as hard as the
-   hard phase (unless `test_difficulty="all"`).
+   difficulty terciles within each label; eval and test keep only pairs at least as lexically hard as
+   the hardest third of train pairs (unless `test_difficulty="all"`).
 
-Difficulty is how wrong the base model is: 1 - cosine for similar pairs, cosine for dissimilar ones.
+Difficulty is how wrong a similarity is: 1 - cosine for similar pairs, cosine for dissimilar ones. The
+curriculum uses the base model's cosine (or TF-IDF). Eval and test pairs are always mined and filtered
+by TF-IDF: pairs chosen for being the base model's errors would be ranked backwards by it by
+construction (ROC-AUC 0.000 on the IT tickets), and any tuned model would look better by selection.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class PairOptions:
     test_fraction: float = 0.2
     difficulty: str = "model"  # "model" (the base model's cosine) or "tfidf" (lexical, no model)
     model: str = DEFAULT_MODEL
-    test_difficulty: str = "hard"  # "hard": eval/test at the hard phase's difficulty; "all": unfiltered
+    test_difficulty: str = "hard"  # "hard": eval/test at least as lexically hard as the hard third; "all": unfiltered
     hard_negatives: bool = False  # add a `negative` column (nearest ticket of another group) to similar train pairs
     graded: bool = False
     grade_weights: dict[str, float] | None = None  # field -> label when two tickets share it; default below
@@ -230,21 +233,21 @@ def split_tickets(tickets: Tickets, options: PairOptions, rng: np.random.Generat
 
 
 def _choose(members: np.ndarray, units: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to `budget` tickets from `members`, whole units at a time (a few tickets of very large units)."""
+    """Up to `budget` tickets from `members`, a few from each unit in turn (then a few more from each, while the
+    budget is not met), so that no single large group fills a split."""
     if len(members) <= budget:
         return np.sort(members)
-    per_unit = max(4, budget // 20)
+    per_round = max(4, budget // 20)
     ordered = members[np.argsort(units[members], kind="stable")]
-    by_unit = np.split(ordered, np.flatnonzero(np.diff(units[ordered])) + 1)
+    by_unit = [rng.permutation(u) for u in np.split(ordered, np.flatnonzero(np.diff(units[ordered])) + 1)]
+    order = rng.permutation(len(by_unit))
     chosen: list[int] = []
-    for index in rng.permutation(len(by_unit)):
-        tickets = by_unit[index]
-        if len(tickets) > per_unit:
-            tickets = rng.choice(tickets, per_unit, replace=False)
-        chosen.extend(int(t) for t in tickets)
-        if len(chosen) >= budget:
-            break
-    return np.sort(np.array(chosen[:budget], dtype=np.int64))
+    for start in range(0, max(len(u) for u in by_unit), per_round):
+        for index in order:
+            chosen.extend(int(t) for t in by_unit[index][start:start + per_round])
+            if len(chosen) >= budget:
+                return np.sort(np.array(chosen[:budget], dtype=np.int64))
+    return np.sort(np.array(chosen, dtype=np.int64))
 
 
 def _neighbours(chosen: np.ndarray, tickets: Tickets, matrix, row_of: np.ndarray, block: int,
@@ -394,9 +397,9 @@ def difficulty_terciles(labels: np.ndarray, difficulty: np.ndarray, rng: np.rand
     return phase
 
 
-def _frame(t1, t2, labels, sim, difficulty, tickets: Tickets) -> pd.DataFrame:
+def _frame(t1, t2, labels, sim, difficulty, lexical, tickets: Tickets) -> pd.DataFrame:
     return pd.DataFrame({"text1": tickets.text[t1], "text2": tickets.text[t2], "label": labels, "ticket1": t1,
-                         "ticket2": t2, "similarity": sim, "difficulty": difficulty})
+                         "ticket2": t2, "similarity": sim, "difficulty": difficulty, "lexical_difficulty": lexical})
 
 
 def _hard_negatives(frame: pd.DataFrame, neighbours: np.ndarray, tickets: Tickets) -> pd.Series:
@@ -468,8 +471,10 @@ class PairBuilder:
     def score(self, chosen: dict[str, np.ndarray]) -> None:
         """Encode every chosen ticket once."""
         self.everything = np.concatenate([chosen[name] for name in ("train", "eval", "test")])
-        self.matrix = embed(self.data.text[self.everything].tolist(), self.options.difficulty,
-                            self.options.model if self.model is None else self.model)
+        texts = self.data.text[self.everything].tolist()
+        self.matrix = embed(texts, self.options.difficulty, self.options.model if self.model is None else self.model)
+        # Eval/test pairs are mined and judged lexically, never by the model they will judge.
+        self.lexical = self.matrix if self.options.difficulty == "tfidf" else tfidf_vectors(texts)
         self.row_of = np.full(len(self.data), -1, dtype=np.int64)
         self.row_of[self.everything] = np.arange(len(self.everything))
         self.block = max(50, len(chosen["test"]))
@@ -477,25 +482,27 @@ class PairBuilder:
     def pairs(self, name: str, chosen: np.ndarray) -> pd.DataFrame:
         """Candidates among `chosen`, scored, filtered (eval/test), selected with balance and the per-ticket cap."""
         data, options = self.data, self.options
-        neighbours = _neighbours(chosen, data, self.matrix, self.row_of, self.block, self.rng)
+        mining = self.matrix if name == "train" else self.lexical
+        neighbours = _neighbours(chosen, data, mining, self.row_of, self.block, self.rng)
         pool = math.ceil(self.wanted[name] * (FILTERED_CANDIDATES if self._hard(name) else TRAIN_POOL))
         t1, t2 = _candidates(chosen, data, neighbours, pool, pool, self.rng)
         labels = _labels(t1, t2, data, self.grades)
         sim = row_similarity(self.matrix, self.row_of[t1], self.row_of[t2])
         difficulty = pair_difficulty(labels, sim)
-        keep = difficulty >= np.array([self.thresholds.get(float(x), -np.inf) for x in labels]) if self._hard(name) \
+        lexical = pair_difficulty(labels, row_similarity(self.lexical, self.row_of[t1], self.row_of[t2]))
+        keep = lexical >= np.array([self.thresholds.get(float(x), -np.inf) for x in labels]) if self._hard(name) \
             else np.ones(len(t1), dtype=bool)
         picked = _select(t1, t2, data.group[t1] == data.group[t2], keep, self.wanted[name],
                          options.max_pairs_per_ticket, len(data), self.rng)
-        frame = _frame(t1[picked], t2[picked], labels[picked], sim[picked], difficulty[picked], data)
+        frame = _frame(t1[picked], t2[picked], labels[picked], sim[picked], difficulty[picked], lexical[picked], data)
         if len(frame) < 2:
             raise UserError(f"the {name} split yields no balanced pairs ({len(chosen)} tickets); add tickets"
                             + (" or pass --test-difficulty all" if self._hard(name) else ""))
         self._note_shortfall(name, len(frame) // 2)
         if name == "train":
             frame["phase"] = difficulty_terciles(frame["label"].to_numpy(), frame["difficulty"].to_numpy(), self.rng)
-            hard = frame[frame["phase"] == PHASES[-1]]
-            self.thresholds = {float(k): float(v) for k, v in hard.groupby("label")["difficulty"].min().items()}
+            upper_third = frame.groupby("label")["lexical_difficulty"].quantile(2 / 3)
+            self.thresholds = {float(k): float(v) for k, v in upper_third.items()}
             if options.hard_negatives:
                 frame["negative"] = _hard_negatives(frame, neighbours, data)
             frame = pd.concat([frame[frame["phase"] == p].sample(frac=1.0, random_state=self.rng) for p in PHASES],
@@ -512,7 +519,7 @@ class PairBuilder:
             return
         size = f"{2 * got // 3} pairs per phase instead of {self.options.pairs_per_phase}" if name == "train" \
             else f"{2 * got} pairs instead of {2 * self.wanted[name]}"
-        where = "at the hard phase's difficulty " if self._hard(name) else ""
+        where = "at the hard third's lexical difficulty " if self._hard(name) else ""
         remedy = "add tickets, raise --max-pairs-per-ticket" + (" or pass --test-difficulty all" if where else "")
         self.notes.append(f"{name}: {size}: the {name} split's tickets allow no more balanced pairs {where}with at most "
                           f"{self.options.max_pairs_per_ticket} pairs per ticket ({remedy})")
@@ -533,7 +540,9 @@ class PairBuilder:
                            "max_seq_length": DIFFICULTY_MAX_SEQ if model else None,
                            "tickets_encoded": int(len(self.everything)), "definition": DIFFICULTY_DEFINITION},
             "labels": {"graded": self.grades} if self.grades else {"binary": "1 = same group, 0 = different groups"},
-            "hard_threshold": {str(k): round(v, 4) for k, v in sorted(self.thresholds.items())},
+            "hard_threshold": {str(k): round(v, 4) for k, v in sorted(self.thresholds.items())} if self.filtered else None,
+            "hard_threshold_definition": "eval/test pairs are at least this hard by TF-IDF, per label (the upper third "
+                                         "of train pairs); their candidates are mined by TF-IDF, not by the model",
             "splits": {name: self.info[name] for name in ("train", "eval", "test")},
             "pairs": [row for name in ("train", "eval", "test") for row in _stats(sets[name], name)],
             "notes": self.notes,

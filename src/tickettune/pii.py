@@ -102,3 +102,12 @@ def mask_pii(text: str) -> str:
     for pattern, replacement in RULES:
         text = pattern.sub(replacement, text)
     return text
+
+
+def mask_pair_texts(frame):
+    """A copy of a pair table with mask_pii applied to its texts (text1, text2 and, when present, negative)."""
+    frame = frame.copy()
+    for column in ("text1", "text2", "negative"):
+        if column in frame:
+            frame[column] = [mask_pii(t) if isinstance(t, str) else t for t in frame[column]]
+    return frame

@@ -176,7 +176,7 @@ class Sweep:
         optuna = _optuna()
         self.pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
         if not allow_leakage:
-            check_leakage(self.pairs)
+            check_leakage(self.pairs, "sweep")
         self.allow_leakage = allow_leakage
         self.space = space or SearchSpace()
         self.phases = train_phases(self.pairs.train)

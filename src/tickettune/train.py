@@ -18,9 +18,7 @@ process trains (data parallel) and only rank 0 writes.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -43,6 +41,8 @@ from transformers.trainer_callback import PrinterCallback
 
 from .config import PHASES, TrainConfig, dump_config
 from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
+from . import leakage
+from .checkpoints import CHECKPOINTS, RUN_FILE, prepare_workdir, run_fingerprint
 from .evaluate import compare, compute_metrics, pair_scores
 from .jsonio import write_json
 from .losses import IN_BATCH_NEGATIVES, SIMILAR, build_loss, loss_columns
@@ -52,8 +52,6 @@ from .schedule import Plan, PlannedBatchSampler, lr_lambda, plan_batches
 
 PHASE_MODES = ("keep", "single", "difficulty")
 SINGLE_PHASE = "all"
-CHECKPOINTS = "checkpoints"
-RUN_FILE = "run.json"
 EVAL_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv")
 # LoRA targets by architecture (config.model_type); anything else is treated as BERT-style.
 LORA_TARGETS = {
@@ -81,6 +79,7 @@ class TrainResult:
     log: dict[str, Any]
     config: TrainConfig
     files: list[str] = field(default_factory=list)
+    test_scores: Any = None  # the tuned model's cosine per test pair (numpy), for comparing runs pair by pair
 
 
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
@@ -143,20 +142,9 @@ def phase_epochs(pairs: pd.DataFrame, config: TrainConfig) -> dict[str, float]:
     return out
 
 
-def _normal(text: str) -> str:
-    return " ".join(str(text).split()).casefold()
-
-
-def check_leakage(pairs: TrainingPairs) -> None:
+def check_leakage(pairs: TrainingPairs, action: str = "train") -> None:
     """Refuse test texts that also occur in the training pairs (compared case- and space-insensitively)."""
-    columns = [c for c in ("text1", "text2", "negative") if c in pairs.train]
-    seen = {_normal(t) for c in columns for t in pairs.train[c].dropna()}
-    test = sorted(set(pairs.test["text1"]) | set(pairs.test["text2"]))
-    leaked = [t for t in test if _normal(t) in seen]
-    if leaked:
-        example = leaked[0] if len(leaked[0]) <= 60 else leaked[0][:57] + "..."
-        raise UserError(f"{len(leaked)} of {len(test)} test texts also appear in the training pairs (e.g. {example!r}); "
-                        "split the data so they do not, or pass --allow-leakage to train anyway")
+    leakage.check_leakage(leakage.fingerprints(pairs.train), pairs.test, action)
 
 
 def lora_targets(model) -> list[str]:
@@ -398,76 +386,6 @@ class StopCallback(TrainerCallback):
             self.stopped_at = state.global_step
 
 
-def _fingerprint(config: TrainConfig, frame: pd.DataFrame, world_size: int) -> dict[str, Any]:
-    """What must not change between a run and its --resume: the knobs, the pairs, the process count."""
-    knobs = config.model_dump(exclude={"output_dir", "pairs_dir", "train_file", "eval_file", "test_file"})
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
-    return {"config": knobs, "data_sha256": digest, "world_size": world_size}
-
-
-def _complete_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoints under folder, newest first; one without trainer_state.json was cut off while being written."""
-    numbered = (p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit())
-    return [p for p in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-            if (p / "trainer_state.json").is_file()]
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint under folder, checked for damage (UserError if damaged)."""
-    complete = _complete_checkpoints(folder)
-    if not complete:
-        return None
-    checkpoint = complete[0]
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-        from safetensors import safe_open
-
-        weights = list(checkpoint.glob("*.safetensors"))
-        if not any(p.name in ("adapter_model.safetensors", "model.safetensors") for p in weights):
-            raise ValueError("no model weights")
-        for path in weights:
-            with safe_open(str(path), framework="pt") as handle:
-                handle.keys()
-        for required in ("optimizer.pt", "scheduler.pt"):
-            if not (checkpoint / required).is_file():
-                raise ValueError(f"{required} missing")
-    except Exception as exc:  # json, OS and safetensors errors alike mean a damaged checkpoint
-        raise UserError(f"checkpoint {checkpoint} is corrupted ({str(exc).splitlines()[0][:80] or type(exc).__name__}); "
-                        "delete that folder to resume from the previous checkpoint, or start over with --overwrite") from None
-    return checkpoint
-
-
-def _prepare_workdir(work: Path, fingerprint: dict[str, Any], resume: bool, overwrite: bool) -> Path | None:
-    """Check the unfinished-run folder against the request; return the checkpoint to resume from (None: fresh start).
-
-    Without --resume a run that saved checkpoints is only discarded with --overwrite; one that saved
-    none is simply started again.
-    """
-    checkpoints = work / CHECKPOINTS
-    if not resume:
-        if _complete_checkpoints(checkpoints) and not overwrite:
-            raise UserError(f"an interrupted run is in {work}; pass --resume to continue it, or --overwrite to start over")
-        return None
-    if not (work / RUN_FILE).is_file():
-        raise UserError(f"nothing to resume: {work} holds no interrupted run; run again without --resume")
-    try:
-        saved = json.loads((work / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise UserError(f"{work / RUN_FILE} is corrupted; start over with --overwrite") from None
-    for key in ("data_sha256", "world_size"):
-        if saved.get(key) != fingerprint[key]:
-            what = "training pairs" if key == "data_sha256" else "number of processes"
-            raise UserError(f"--resume with different {what} than the interrupted run; use the same inputs, or --overwrite")
-    changed = [k for k, v in fingerprint["config"].items() if saved.get("config", {}).get(k) != v]
-    if changed:
-        raise UserError(f"--resume with a changed setting '{changed[0]}' ({saved['config'].get(changed[0])!r} -> "
-                        f"{fingerprint['config'][changed[0]]!r}); use the same settings, or --overwrite to start over")
-    checkpoint = last_checkpoint(checkpoints)
-    if checkpoint is None:
-        raise UserError(f"the interrupted run in {work} saved no checkpoint yet; run again without --resume")
-    return checkpoint
-
-
 def training_log(history: list[dict[str, Any]], plan: Plan, best: BestModel, metric: str) -> dict[str, Any]:
     """Loss, learning rate and eval metrics per step, from the trainer's log history, with the phase plan."""
     def phase_of(step: int) -> str:  # optimizer step s (1-based in the log) is plan step s - 1
@@ -630,6 +548,11 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     out = Path(out)
     check_output_dir(out, overwrite)
     pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
+    if config.mask_pii:  # before anything reads, stores or shows a text
+        from .pii import mask_pair_texts
+
+        pairs = TrainingPairs(mask_pair_texts(pairs.train), mask_pair_texts(pairs.eval), mask_pair_texts(pairs.test),
+                              pairs.source)
     if merge and not config.use_lora:
         raise UserError("--merge folds a LoRA adapter into the model, but use_lora is false (the model is already full)")
     if not allow_leakage:
@@ -639,8 +562,8 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
 
     model, train_pairs, epochs, evaluator, frame, columns = prepare_run(config, pairs, phases)
     work = partial_dir(out)
-    fingerprint = _fingerprint(config, frame, world_size)
-    checkpoint = _prepare_workdir(work, fingerprint, resume, overwrite)
+    fingerprint = run_fingerprint(config, frame, world_size)
+    checkpoint = prepare_workdir(work, fingerprint, resume, overwrite)
 
     transformers.set_seed(config.seed)  # LoRA's initial weights
     if config.use_lora:
@@ -716,12 +639,14 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, log: dict[s
     model.model_card_data.add_tags(["tickettune", "curriculum-learning"] + (["lora"] if config.use_lora else []))
     with atomic_output_dir(out, overwrite=overwrite, keep_on_error=True) as folder:
         model.save_pretrained(str(folder / "model"))
+        leakage.write_training_texts(folder / "model", pairs.train)
         with open(folder / "model" / "README.md", "a", encoding="utf-8") as card:
             card.write(card_section(config, log, metrics, pairs.source))
         if merge:
             merged = load_model(str(folder / "model"))
             merge_adapter(merged, adapter_folder(folder / "model"))
             merged.save_pretrained(str(folder / "model-merged"))
+            leakage.write_training_texts(folder / "model-merged", pairs.train)
         dump_config(config.model_copy(update={"output_dir": str(out)}), folder / "config.yaml")
         write_training_log(log, folder)
         write_json(folder / "metrics.json", metrics)
@@ -735,4 +660,4 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, log: dict[s
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         (folder / RUN_FILE).unlink(missing_ok=True)
         files = sorted(p.name for p in folder.iterdir())
-    return TrainResult(out, metrics, log, config, files)
+    return TrainResult(out, metrics, log, config, files, tuned)
