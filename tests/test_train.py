@@ -332,6 +332,9 @@ def test_mask_pii_config_masks_every_text_before_training_and_reports(tiny_model
                    show_progress=False)
     written = "".join(p.read_text(errors="replace") for p in result.out.rglob("*") if p.suffix in (".md", ".html", ".json"))
     assert "jane.roe@example.com" not in written and "10.1.2.3" not in written
+    # The model card carries no ticket text at all, masked or not: only the report shows (escaped, masked) text.
+    card = (result.out / "model" / "README.md").read_text()
+    assert "[EMAIL]" not in card and "<script>" not in card and "Samples" not in card
     assert "[EMAIL]" in (result.out / "report.html").read_text()
     assert "<script>x" not in (result.out / "report.html").read_text()
 

@@ -108,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "hard-focus": {**_V2, "phase_epochs": [2, 3, 10], "lr": 4e-5, "warmup_steps": 300, "eval_subset": None},
     "recommended": dict(
         lr=5e-4, phase_epochs=[1, 1, 1], warmup_ratio=0.1, batch_size=32, max_seq_length=128,
-        lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="cosent", scheduler="warmup_cosine",
+        lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="cosine", scheduler="warmup_cosine",
         weight_decay=0.01, eval_subset=None,
     ),
 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -57,12 +56,11 @@ def read_training_texts(model_folder: Path) -> set[str] | None:
 
 def check_leakage(training: set[str], test: pd.DataFrame, action: str, where: str = "the training pairs") -> None:
     """Refuse when a test text's fingerprint is among `training`; `action` is what --allow-leakage lets happen."""
-    texts: Iterable[str] = sorted(set(test["text1"]) | set(test["text2"]))
+    texts = sorted(set(test["text1"]) | set(test["text2"]))
     leaked = [t for t in texts if fingerprint(t) in training]
     if leaked:
         example = leaked[0] if len(leaked[0]) <= 60 else leaked[0][:57] + "..."
-        total = len(set(test["text1"]) | set(test["text2"]))
-        raise UserError(f"{len(leaked)} of {total} test texts also appear in {where} (e.g. {example!r}); "
+        raise UserError(f"{len(leaked)} of {len(texts)} test texts also appear in {where} (e.g. {example!r}); "
                         f"split the data so they do not, or pass --allow-leakage to {action} anyway")
 
 

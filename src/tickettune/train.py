@@ -286,6 +286,11 @@ class CurriculumTrainer(SentenceTransformerTrainer):
         self.best = best
         super().__init__(*args, **kwargs)
 
+    def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+        # The library's card callback copies training pairs and sentences into model/README.md (its "Samples"
+        # and widget); ticket texts must not travel with a deployed model. card_section writes our own card.
+        pass
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.lr_function)
