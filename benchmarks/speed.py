@@ -4,7 +4,7 @@
     python benchmarks/speed.py --train-pairs 150 --test-pairs 60 --no-record   # a quick check
     python benchmarks/speed.py --pairs DIR --seeds 0 1          # pairs from `tickettune pairs`, two seeds
 
-The same model (all-MiniLM-L6-v2 + LoRA r16 from tickettune.train.add_lora), loss (CoSENT), batch size,
+The same model (all-MiniLM-L6-v2 + LoRA r16 from tickettune.train.add_lora), loss, batch size,
 max_seq_length, learning rate and schedule (the `recommended` preset's), seed and training pairs, trained
 the same number of epochs by:
 
@@ -318,6 +318,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    from tickettune.config import make_config, preset_values
+
     args = parse_args()
     if args.arm:
         run_arm(args.arm, args.seed, args.work)
@@ -345,7 +347,8 @@ def main() -> None:
         evaluation = launch("eval", args.seeds[0], work)
     minutes = (time.perf_counter() - started) / 60
     untuned = next((r["untuned_spearman"] for r in runs if "untuned_spearman" in r), None)
-    described = (f"{args.model} + LoRA (`{args.preset}` preset's r, lr, schedule; CoSENT), batch {args.batch_size}, "
+    loss = make_config(preset_values(args.preset)).loss
+    described = (f"{args.model} + LoRA (`{args.preset}` preset's r, lr, schedule, loss: {loss}), batch {args.batch_size}, "
                  f"max_seq_length {args.max_seq_length}, {args.epochs} epoch(s), "
                  + (f"pairs {args.pairs}" if args.pairs else
                     f"IT-ticket pairs ({args.train_pairs} train, {args.test_pairs} test; TF-IDF difficulty)")
