@@ -33,8 +33,15 @@ def encode(folder, **kwargs) -> np.ndarray:
 
 
 def test_merged_export_equals_adapter_and_needs_no_peft(adapter, tiny_model, tmp_path):
+    import pandas as pd
+
+    from tickettune.leakage import TRAINING_TEXTS, write_training_texts
+
+    write_training_texts(adapter, pd.DataFrame({"text1": ["vpn drops"], "text2": ["vpn disconnects"]}))
     result = export_model(str(adapter), tmp_path / "merged", merge=True)
     folder = tmp_path / "merged"
+    # The exported model was trained on the same texts: evaluate's leakage guard must still know them.
+    assert (folder / TRAINING_TEXTS).read_bytes() == (adapter / TRAINING_TEXTS).read_bytes()
     assert result.merged_adapter and result.cosines["merged"] > 0.9999
     assert not (folder / "adapter_config.json").exists() and (folder / "model.safetensors").is_file()
     cosines = np.einsum("ij,ij->i", encode(adapter), encode(folder))
