@@ -489,7 +489,8 @@ class PairBuilder:
         labels = _labels(t1, t2, data, self.grades)
         sim = row_similarity(self.matrix, self.row_of[t1], self.row_of[t2])
         difficulty = pair_difficulty(labels, sim)
-        lexical = pair_difficulty(labels, row_similarity(self.lexical, self.row_of[t1], self.row_of[t2]))
+        lexical = difficulty if self.lexical is self.matrix else \
+            pair_difficulty(labels, row_similarity(self.lexical, self.row_of[t1], self.row_of[t2]))
         keep = lexical >= np.array([self.thresholds.get(float(x), -np.inf) for x in labels]) if self._hard(name) \
             else np.ones(len(t1), dtype=bool)
         picked = _select(t1, t2, data.group[t1] == data.group[t2], keep, self.wanted[name],

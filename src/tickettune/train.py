@@ -79,7 +79,7 @@ class TrainResult:
     log: dict[str, Any]
     config: TrainConfig
     files: list[str] = field(default_factory=list)
-    test_scores: Any = None  # the tuned model's cosine per test pair (numpy), for comparing runs pair by pair
+    test_scores: np.ndarray | None = None  # the tuned model's cosine per test pair, for comparing runs pair by pair
 
 
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
