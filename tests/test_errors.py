@@ -74,6 +74,32 @@ CASES = {
     "evaluate: missing model": (["evaluate", "--model", "no/such-model", "--pairs", "{pairs}"], ["not found"]),
     "evaluate: pair file with a missing field": (["evaluate", "--model", "{tiny}", "--pairs", "{d}/nolabel.json"], ["label"]),
     "evaluate: non-numeric label": (["evaluate", "--model", "{tiny}", "--pairs", "{d}/textlabel.csv"], ["row 2"]),
+    "evaluate: unknown ticket column": (["evaluate", "--model", "{tiny}", "--tickets", "{d}/tickets.csv", "--group-by",
+                                         "problemid"], ["problemid"]),
+    "evaluate: tickets all in one group": (["evaluate", "--model", "{tiny}", "--tickets", "{d}/onegroup.csv"],
+                                           ["one group", "--group-by"]),
+    "evaluate: tickets in groups of one": (["evaluate", "--model", "{tiny}", "--tickets", "{d}/singles.csv"],
+                                           ["no group holds two tickets"]),
+    "evaluate: empty ticket file": (["evaluate", "--model", "{tiny}", "--tickets", "{d}/empty.csv"], ["empty"]),
+    "evaluate: --group-by without --tickets": (["evaluate", "--model", "{tiny}", "--pairs", "{pairs}", "--group-by",
+                                                "problem_id"], ["--tickets"]),
+    "evaluate: neither pairs nor tickets": (["evaluate", "--model", "{tiny}"], ["--pairs", "--tickets"]),
+    "train: unknown ticket column": (["train", "--tickets", "{d}/tickets.csv", "--group-by", "problemid", "-o", "{out}"],
+                                     ["problemid"]),
+    "train: tickets all in one group": (["train", "--tickets", "{d}/onegroup.csv", "-o", "{out}"], ["one group"]),
+    "train: tickets in groups of one": (["train", "--tickets", "{d}/singles.csv", "-o", "{out}"],
+                                        ["no group holds two tickets"]),
+    "train: empty ticket file": (["train", "--tickets", "{d}/empty.csv", "-o", "{out}"], ["empty"]),
+    "train: tickets and pairs": (["train", "--tickets", "{d}/tickets.csv", "--pairs", "{pairs}", "-o", "{out}"],
+                                 ["not both"]),
+    "train: group loss without tickets": (["train", "--pairs", "{pairs}", "--model", "{tiny}", "--set",
+                                           "loss=batch_all_triplet", "-o", "{out}"], ["train_tickets.jsonl"]),
+    "train: retrieval metric without tickets": (["train", "--pairs", "{pairs}", "--model", "{tiny}", "--set",
+                                                 "eval_metric=mrr@10", "-o", "{out}"], ["eval tickets"]),
+    "train: update scale above 1": (["train", "--pairs", "{pairs}", "--set", "update_scales=[0.5,2]", "-o", "{out}"],
+                                    ["update_scales"]),
+    "train: batch too small for its groups": (["train", "--pairs", "{pairs}", "--set", "loss=batch_all_triplet", "--set",
+                                               "batch_size=8", "-o", "{out}"], ["groups_per_batch"]),
     "demo: unknown preset": (["demo", "--preset", "turbo", "-o", "{out}"], ["turbo"]),
     "demo: output holds results": (["demo", "-o", "{full}"], ["already holds results"]),
     "demo: missing model": (["demo", "--model", "nowhere/model", "-o", "{out}"], ["not found"]),
@@ -89,6 +115,8 @@ def inputs(tmp_path_factory, tiny_model):
     _write(d, "bad.xlsx", b"PK\x03\x04 this is not really a workbook")
     _write(d, "tickets.csv", TICKETS_HEADER + "".join(f"INC{i},printer {i} jams,paper stuck,PRB{i % 3}\n" for i in range(30)))
     _write(d, "blank.csv", TICKETS_HEADER + "".join(f"INC{i},  ,,PRB1\n" for i in range(5)))
+    _write(d, "onegroup.csv", TICKETS_HEADER + "".join(f"INC{i},printer {i} jams,paper stuck,PRB1\n" for i in range(30)))
+    _write(d, "singles.csv", TICKETS_HEADER + "".join(f"INC{i},printer {i} jams,paper stuck,PRB{i}\n" for i in range(30)))
     _write(d, "broken.csv.gz", gzip.compress(b"number,short_description\nINC1,x\n")[:20])
     _write(d, "bad.yaml", "lr: [1, 2\n")
     _write(d, "nolabel.json", json.dumps([{"text1": "a", "text2": "b"}]))

@@ -47,7 +47,7 @@ def test_evaluate_command_writes_the_json_layout(tmp_path, tiny_model, capsys):
     code = main(["evaluate", "--model", str(tiny_model), "--pairs", str(_pairs(tmp_path)), "--baseline", str(tiny_model),
                  "--json", str(out), "--folds", "2", "--resamples", "100"])
     assert code == 0
-    data = json.loads(out.read_text())
+    data = json.loads(out.read_text())["test"]
     assert set(data) == {"model", "baseline", "change"}
     assert {"spearman", "roc_auc", "spearman_ci95", "roc_auc_ci95"} <= set(data["change"])
     assert data["change"]["spearman"] == 0.0

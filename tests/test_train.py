@@ -388,7 +388,9 @@ def test_out_has_every_file_and_the_best_checkpoint_is_restored(reference, pairs
     assert not partial_dir(out).exists()
     assert (out / "model" / "adapter_model.safetensors").is_file() and "tickettune" in (out / "model" / "README.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"model", "baseline", "change"} and metrics["model"]["n_pairs"] == len(load_pairs(pairs_dir).test)
+    # Pair files without tickets: their test pairs alone, named for what they are not known to be.
+    assert set(metrics) == {"test"} and set(metrics["test"]) == {"model", "baseline", "change"}
+    assert metrics["test"]["model"]["n_pairs"] == len(load_pairs(pairs_dir).test)
 
     log = reference.log
     assert log == json.loads((out / "training_log.json").read_text())
@@ -469,7 +471,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(kill, reference, tiny_
     assert "resuming from checkpoint-" in resumed.stderr
     got, want = json.loads((out / "metrics.json").read_text()), reference.metrics
     for key in ("spearman", "pearson", "roc_auc"):
-        assert got["model"][key] == pytest.approx(want["model"][key], abs=0.005)
+        assert got["test"]["model"][key] == pytest.approx(want["test"]["model"][key], abs=0.005)
     log = json.loads((out / "training_log.json").read_text())
     assert [e["step"] for e in log["evals"]] == [e["step"] for e in reference.log["evals"]]
     assert log["best"]["step"] == reference.log["best"]["step"]
@@ -507,5 +509,5 @@ def test_two_processes_match_one_with_the_same_global_batch(no_dropout_model, pa
     assert log["world_size"] == 2 and log["total_steps"] == single.log["total_steps"]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     for key in ("spearman", "pearson"):
-        assert metrics["model"][key] == pytest.approx(single.metrics["model"][key], abs=0.005)
+        assert metrics["test"]["model"][key] == pytest.approx(single.metrics["test"]["model"][key], abs=0.005)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(single.files)

@@ -49,13 +49,21 @@ def presets() -> None:
 @app.command()
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="model folder or id to evaluate"),
-    pairs: Path = typer.Option(..., "--pairs", "-p", help="pair file, or a directory from `tickettune pairs` (its test set)"),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", "-p", help="pair file, or a directory from `tickettune pairs` "
+                                         "(its representative and hard test pairs, and its test tickets)"),
+    tickets: Optional[Path] = typer.Option(None, "--tickets", "-t", help="ticket file to search: every ticket is the "
+                                           "corpus, tickets whose group has another member are the queries"),
+    group_by: Optional[str] = typer.Option(None, "--group-by", "-g", help="with --tickets: tickets that share this column "
+                                           "are relevant to each other (default problem_id)"),
+    text_column: Optional[List[str]] = typer.Option(None, "--text-column", help="with --tickets: column(s) that make the "
+                                                    "text (default short_description,description)"),
+    queries: Optional[int] = typer.Option(1000, "--queries", min=1, help="query tickets (a seeded sample)"),
     baseline: Optional[str] = typer.Option(None, "--baseline", "-b", help="model to compare against"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the metrics as JSON here"),
     max_seq_length: Optional[int] = typer.Option(None, help="tokens kept per text (model's own when unset)"),
     folds: int = typer.Option(5, help="cross-validation folds for the F1 threshold", min=2),
     resamples: int = typer.Option(1000, help="paired bootstrap resamples", min=100),
-    seed: int = typer.Option(0, help="seed of folds and bootstrap"),
+    seed: int = typer.Option(0, help="seed of folds, query sample and bootstrap"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write metrics.json, report.md and report.html here"),
     overwrite: bool = typer.Option(False, help="replace an existing --json file or --out directory"),
     train_pairs: Optional[Path] = typer.Option(None, "--train-pairs", help="the model's training pairs (file or `pairs` "
@@ -63,34 +71,26 @@ def evaluate(
                                                "`train` stored in the model folder"),
     allow_leakage: bool = typer.Option(False, help="evaluate even when test texts were among the model's training texts"),
 ) -> None:
-    """Score a model (and a baseline) on pairs: Spearman, ROC-AUC, CV-F1, bootstrap intervals."""
-    from .errors import atomic_output_dir, check_output_dir
-    from .evaluate import evaluate_pairs
-    from .jsonio import write_json
-    from .leakage import guard_evaluation
-    from .pairs_io import pair_file, read_pairs
-    from .report import ReportInputs, metric_table, write_report
+    """Judge a model (and a baseline): retrieval on held-out tickets, then pair sets; bootstrap intervals of each change."""
+    from .evaluate import run_evaluation
 
     if json_path is not None and json_path.exists() and not overwrite:
         raise UserError(f"{json_path} already exists; pass --overwrite to replace it or choose another --json")
-    if out is not None:
-        check_output_dir(out, overwrite)
-    source = pair_file(pairs, "test")
-    frame = read_pairs(source)
-    if not allow_leakage:
-        console.print(guard_evaluation(model, frame, train_pairs), style="dim")
-    with console.status(f"encoding {len(frame)} pairs"):
-        result, scores = evaluate_pairs(frame, model, baseline, max_seq_length, folds, resamples, seed)
-    console.print(metric_table(result, title=f"{model} on {pairs}", model_title="Model" if not baseline else "Fine-tuned"))
+    with console.status("loading and encoding"):
+        results = run_evaluation(model, pairs, tickets, group_by, text_column, baseline, max_seq_length, queries, folds,
+                                 resamples, seed, out, overwrite, train_pairs, allow_leakage, say=console.print)
+    from .report import results_tables, verdict
+
+    for table in results_tables(results, model_title="Model" if not baseline else "Fine-tuned", about=f" ({model})"):
+        console.print(table)
+    if baseline:
+        console.print(verdict(results), markup=False)
     if json_path is not None:
-        write_json(json_path, result)
+        from .jsonio import write_json
+
+        write_json(json_path, results)
         console.print(f"metrics written to {json_path}")
     if out is not None:
-        with atomic_output_dir(out, overwrite) as tmp:
-            write_json(tmp / "metrics.json", result)
-            details = {"model": model, "baseline": baseline or "none", "pairs": str(source), "pairs scored": len(frame)}
-            write_report(tmp, ReportInputs(result, f"tickettune evaluation: {Path(model).name}", frame["label"].to_numpy(float),
-                                           scores, frame, details=details))
         console.print(f"report written to {out / 'report.html'}")
 
 
@@ -111,24 +111,55 @@ def train(
     resume: bool = typer.Option(False, help="continue an interrupted run of the same OUT from its last checkpoint"),
     merge: bool = typer.Option(False, help="also write OUT/model-merged: the LoRA adapter folded into a full model"),
     allow_leakage: bool = typer.Option(False, help="train even when test texts also appear in the train pairs"),
+    tickets: Optional[Path] = typer.Option(None, "--tickets", "-t", help="train on a ticket export directly: split, "
+                                           "held-out tickets and test pairs are made as `tickettune pairs` makes them "
+                                           "(written to OUT/pairs); the default recipe is then the group recipe"),
+    group_by: Optional[str] = typer.Option(None, "--group-by", "-g", help="with --tickets: tickets that share this "
+                                           "column are similar (default problem_id)"),
+    text_column: Optional[List[str]] = typer.Option(None, "--text-column", help="with --tickets: column(s) that make "
+                                                    "the text (default short_description,description)"),
 ) -> None:
     """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
     from .config import resolve_config
-    from .report import metric_table
-    from .train import load_pairs, train as run_training
+    from .report import results_tables, verdict
+    from .train import load_pairs, pairs_from_tickets, train as run_training
 
+    if tickets is not None and any(x is not None for x in (pairs, train_file, eval_file, test_file)):
+        raise UserError("pass either --tickets FILE or pairs (--pairs DIR, --train/--eval/--test), not both")
+    if tickets is None and (group_by or text_column):
+        raise UserError("--group-by and --text-column describe a --tickets file; pass --tickets FILE too")
     config = resolve_config(preset, config_file, sets, model_name=model, output_dir=str(out) if out else None,
                             pairs_dir=str(pairs) if pairs else None, train_file=str(train_file) if train_file else None,
-                            eval_file=str(eval_file) if eval_file else None, test_file=str(test_file) if test_file else None)
+                            eval_file=str(eval_file) if eval_file else None, test_file=str(test_file) if test_file else None,
+                            tickets=tickets is not None or _has_train_tickets(pairs))
     if not config.output_dir:
         raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
-    data = load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file)
+    pairset = None
+    if tickets is not None:
+        from .errors import check_output_dir
+
+        check_output_dir(Path(config.output_dir), overwrite or resume)
+        with console.status(f"splitting {tickets} and making held-out tickets and test pairs"):
+            data, pairset = pairs_from_tickets(tickets, group_by, text_column, config)
+    else:
+        data = load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file)
     result = run_training(config, data, Path(config.output_dir), overwrite=overwrite, resume=resume, merge=merge,
                           allow_leakage=allow_leakage, phases=phases)
     if result.metrics:
-        console.print(metric_table(result.metrics, title=f"{config.model_name} tuned vs untuned on the test pairs",
-                                   model_title="Fine-tuned"))
-        console.print(f"results written to {result.out} ({', '.join(result.files)})")
+        for table in results_tables(result.metrics, about=f": {config.model_name} tuned vs untuned"):
+            console.print(table)
+        console.print(verdict(result.metrics), markup=False)
+        if pairset is not None:
+            from .pairs import write_pair_dir
+
+            write_pair_dir(pairset, result.out / "pairs", overwrite=True, command=f"tickettune train --tickets {tickets}")
+        console.print(f"results written to {result.out} ({', '.join(result.files + (['pairs'] if pairset else []))})")
+
+
+def _has_train_tickets(pairs: Optional[Path]) -> bool:
+    from .pairs_io import TICKET_FILES
+
+    return pairs is not None and (pairs / TICKET_FILES["train"]).is_file()
 
 
 @app.command()
@@ -326,14 +357,15 @@ def demo(
     from .config import resolve_config
     from .demo import run_demo
     from .errors import check_output_dir
-    from .report import metric_table, verdict
+    from .report import results_tables, verdict
 
     config = resolve_config(preset, sets=[f"seed={seed}", *(sets or [])], model_name=model)
     check_output_dir(out, overwrite)
     started = time.perf_counter()
     result = run_demo(config, out, overwrite, seed=seed, say=console.print)
-    console.print(metric_table(result.metrics, title="Hard test pairs: untuned vs fine-tuned"))
-    console.print(verdict(result.metrics))
+    for table in results_tables(result.metrics, about=": untuned vs fine-tuned"):
+        console.print(table)
+    console.print(verdict(result.metrics), markup=False)
     console.print(f"done in {(time.perf_counter() - started) / 60:.1f} min; open {out / 'report.html'}")
 
 
@@ -351,7 +383,7 @@ def estimate(
     from .estimate import estimate_run, estimate_table
     from .train import load_pairs
 
-    config = resolve_config(preset, None, sets, model_name=model)
+    config = resolve_config(preset, None, sets, tickets=_has_train_tickets(pairs), model_name=model)
     data = load_pairs(pairs)
     with console.status(f"timing {steps} training steps of {config.model_name}"):
         result = estimate_run(config, data, steps, phases)
@@ -386,7 +418,8 @@ def sweep(
 
     if best_config is not None and best_config.exists() and not overwrite:
         raise UserError(f"{best_config} already exists; pass --overwrite to replace it or choose another --best-config")
-    base = resolve_config(preset, config_file, sets, model_name=model, pairs_dir=str(pairs.resolve()))
+    base = resolve_config(preset, config_file, sets, tickets=_has_train_tickets(pairs), model_name=model,
+                          pairs_dir=str(pairs.resolve()))
     space = SearchSpace(epochs=(1, max_epochs), fixed=tuple(parse_set(sets)))
     runner = Sweep(base, pairs, storage, study_name, space, out, allow_leakage=allow_leakage)
     err_console.print(f"study '{study_name}': {len(runner.study.trials)} trials so far; this worker runs {trials}",

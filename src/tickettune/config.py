@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import UserError
 
-LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid")
+PAIR_TRAINING_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid")
+# Losses that train on tickets and their groups instead of pairs (see groups.py).
+GROUP_LOSSES = ("batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet", "batch_hard_soft_margin_triplet",
+                "group_mnrl", "group_gist")
+LOSSES = PAIR_TRAINING_LOSSES + GROUP_LOSSES
+PAIR_EVAL_METRICS = ("spearman", "roc_auc", "average_precision")
+RETRIEVAL_EVAL_METRICS = ("precision@10", "mrr@10", "ndcg@10", "map@100", "recall@10")
 SCHEDULERS = ("constant_with_warmup", "linear", "warmup_cosine")
 PHASES = ("easy", "medium", "hard")
 
@@ -40,16 +46,29 @@ class TrainConfig(BaseModel):
     curriculum: bool = Field(True, description="train phases in order easy->hard (false: all shuffled together)")
     seed: int = Field(42, ge=0, description="seed for shuffling, splits and initialisation")
     phase_epochs: list[float] = Field([2, 2, 2], description="epochs per curriculum phase (easy, medium, hard)")
-    loss: Literal["cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid"] = Field(
-        "cosine", description="training loss")
+    loss: Literal["cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid",
+                  "batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet", "batch_hard_soft_margin_triplet",
+                  "group_mnrl", "group_gist"] = Field(
+        "cosine", description="training loss; batch_*_triplet, group_mnrl and group_gist train on tickets and their groups")
+    groups_per_batch: int = Field(8, ge=2, le=4096, description="group losses: groups in each batch (batch_size tickets "
+                                                                 "in all, batch_size / groups_per_batch of each)")
+    max_train_tickets: Optional[int] = Field(None, ge=4, description="group losses: train tickets used (a seeded sample); "
+                                                                     "all when unset. One epoch sees each once")
     hybrid_mnrl_weight: float = Field(0.5, ge=0, le=1, description="hybrid loss: weight of MNRL (the pair loss gets 1 - this)")
     hybrid_pair_loss: Literal["cosine", "cosent", "angle", "contrastive", "online_contrastive"] = Field(
         "cosent", description="hybrid loss: the pair loss mixed with MNRL")
     margin: Optional[float] = Field(None, gt=0, description="margin of contrastive/triplet losses (library default when unset)")
     eval_steps: Optional[int] = Field(None, ge=1, description="evaluate every N steps (always at the end of each phase)")
     eval_subset: Optional[int] = Field(None, ge=1, description="eval pairs used during training; all when unset")
-    eval_metric: Literal["spearman", "roc_auc", "average_precision"] = Field(
-        "spearman", description="metric that picks the best checkpoint")
+    eval_metric: Literal["spearman", "roc_auc", "average_precision", "precision@10", "mrr@10", "ndcg@10", "map@100",
+                         "recall@10"] = Field(
+        "spearman", description="metric that picks the best checkpoint (retrieval metrics need eval tickets)")
+    eval_tickets: Optional[int] = Field(2000, ge=4, description="eval tickets searched during training (a seeded "
+                                                                "sample); all when unset")
+    retrieval_queries: Optional[int] = Field(1000, ge=1, description="query tickets of each retrieval evaluation (a "
+                                                                     "seeded sample); all when unset")
+    update_scales: list[float] = Field([1.0], description="after training, scale the learned update by each of these "
+                                       "(WiSE-FT: 0 = untuned, 1 = as trained) and keep the best on eval; [1] keeps it")
     save_best_model: bool = Field(True, description="restore the best checkpoint by eval_metric at the end")
     save_steps: Optional[int] = Field(200, ge=1, description="checkpoint every N steps, for --resume")
     threshold_cv_folds: int = Field(5, ge=2, le=50, description="folds that choose the F1 threshold")
@@ -76,6 +95,13 @@ class TrainConfig(BaseModel):
             raise ValueError("at least one phase needs epochs > 0")
         return value
 
+    @field_validator("update_scales")
+    @classmethod
+    def _scales(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 <= v <= 1 for v in value):
+            raise ValueError("must list 1 or more scales in [0, 1], e.g. [0.5, 0.75, 1]")
+        return sorted(set(value))
+
     @field_validator("lora_target_modules")
     @classmethod
     def _targets(cls, value: Optional[list[str]]) -> Optional[list[str]]:
@@ -85,8 +111,11 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
-        if self.loss in ("mnrl", "hybrid") and self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 for losses with in-batch negatives (mnrl, hybrid)")
+        if self.loss in ("mnrl", "hybrid") + GROUP_LOSSES and self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 for losses with in-batch negatives (mnrl, hybrid, group losses)")
+        if self.loss in GROUP_LOSSES[:4] and self.batch_size < 2 * self.groups_per_batch:
+            raise ValueError(f"batch_size ({self.batch_size}) must hold at least 2 tickets of each of the "
+                             f"groups_per_batch ({self.groups_per_batch}) groups")
         return self
 
 
@@ -107,8 +136,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "lora_alpha": 64, "lora_dropout": 0.05, "max_seq_length": 256, "eval_subset": None},
     "hard-focus": {**_V2, "phase_epochs": [2, 3, 10], "lr": 4e-5, "warmup_steps": 300, "eval_subset": None},
     "recommended": dict(
+        lr=2e-4, phase_epochs=[0.2, 0.2, 0.2], warmup_ratio=0.1, batch_size=64, groups_per_batch=8, max_seq_length=128,
+        lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="batch_all_triplet", scheduler="warmup_cosine",
+        weight_decay=0.01, eval_subset=None, eval_metric="precision@10", update_scales=[0.25, 0.5, 0.75, 1.0],
+    ),
+    "recommended-pairs": dict(
         lr=5e-4, phase_epochs=[1, 1, 1], warmup_ratio=0.1, batch_size=32, max_seq_length=128,
-        lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="cosine", scheduler="warmup_cosine",
+        lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="cosent", scheduler="warmup_cosine",
         weight_decay=0.01, eval_subset=None,
     ),
 }
@@ -117,9 +151,11 @@ PRESET_NOTES = {
     "conservative": "guide option 1 + MNRL loss",
     "aggressive": "guide option 2",
     "hard-focus": "guide option 3",
-    "recommended": "what benchmarks/recipes.py measured to win",
+    "recommended": "tickets with groups: what benchmarks/recipes.py measured to win at search",
+    "recommended-pairs": "pair files without tickets (e.g. graded STS scores)",
 }
 DEFAULT_PRESET = "recommended"
+DEFAULT_PAIR_PRESET = "recommended-pairs"
 
 
 def _closest(name: str, choices: tuple[str, ...] | list[str]) -> str:
@@ -138,9 +174,11 @@ def _describe_error(err: dict[str, Any]) -> str:
         return f"config key '{key}' = {got!r} is out of range: it must be {bounds[kind].format(**ctx)}"
     if kind == "literal_error":
         return f"config key '{key}' = {got!r} is not allowed: choose one of {ctx.get('expected')}"
+    if not err.get("loc"):  # a rule across keys (model validator): its message names them
+        return "config: " + str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if kind == "extra_forbidden":
         return f"unknown config key '{key}'; did you mean '{_closest(key, FIELDS)}'?"
-    field = TrainConfig.model_fields.get(str(err.get("loc", ("",))[0]))
+    field = TrainConfig.model_fields.get(str((err.get("loc") or ("",))[0]))
     expected = f" ({field.description})" if field is not None and field.description else ""
     return f"config key '{key}' = {got!r} is invalid: {err.get('msg', 'wrong value')}{expected}"
 
@@ -207,16 +245,21 @@ def preset_values(name: str) -> dict[str, Any]:
     return dict(PRESETS[name])
 
 
+def default_preset(tickets: bool) -> str:
+    """The recipe used when none is named: the group recipe for data with labelled tickets, else the pair recipe."""
+    return DEFAULT_PRESET if tickets else DEFAULT_PAIR_PRESET
+
+
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
-                   sets: list[str] | None = None, **explicit: Any) -> TrainConfig:
-    """Defaults < preset < config file < explicit CLI options < --set."""
+                   sets: list[str] | None = None, tickets: bool = False, **explicit: Any) -> TrainConfig:
+    """Defaults < preset (default_preset(tickets) when none) < config file < explicit CLI options < --set."""
     if preset and config_file:
         raise UserError("pass either --preset or --config, not both (a config file may say `preset: NAME`)")
     values: dict[str, Any] = {}
     if config_file:
         values.update(read_config_file(config_file))
     else:
-        values.update(preset_values(preset or DEFAULT_PRESET))
+        values.update(preset_values(preset or default_preset(tickets)))
     values.update({k: v for k, v in explicit.items() if v is not None})
     values.update(parse_set(sets))
     return make_config(values)

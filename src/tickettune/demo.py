@@ -32,7 +32,7 @@ def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: Demo
     from .pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
     from .sample import generate_sample, write_sample
     from .tickets import read_tickets
-    from .train import TrainingPairs, train
+    from .train import from_pairset, train
 
     out = Path(out)
     with atomic_output_dir(out, overwrite) as tmp:
@@ -48,8 +48,7 @@ def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: Demo
             say(table)
         say(f"3/3  training {config.model_name} with LoRA ({config.loss}, lr {config.lr:g}, "
             f"epochs {'/'.join(f'{e:g}' for e in config.phase_epochs)})")
-        result = train(config, TrainingPairs(pairset.train, pairset.eval, pairset.test, str(out / PAIRS_DIR)),
-                       tmp / "run", overwrite=True)
+        result = train(config, from_pairset(pairset, str(out / PAIRS_DIR)), tmp / "run", overwrite=True)
         for item in (tmp / "run").iterdir():
             shutil.move(str(item), str(tmp / item.name))
         (tmp / "run").rmdir()

@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .errors import UserError
 from .losses import build_loss
 from .schedule import Plan
-from .train import TrainingPairs, _dataset, _plan, _row_lengths, _training_args, add_lora, prepare_run
+from .train import TrainingPairs, _dataset, _training_args, add_lora, guide_model, prepare_run, row_lengths
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def time_steps(config: TrainConfig, model, frame, columns: list[str], plan: Plan
     with tempfile.TemporaryDirectory() as tmp:
         args = _training_args(quiet, Plan(micro, [], accumulation=plan.accumulation), Path(tmp), eval_on_start=False)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_dataset(frame, columns),
-                                             loss=build_loss(config, model), callbacks=[timer])
+                                             loss=build_loss(config, model, guide_model(config)), callbacks=[timer])
         trainer.remove_callback(PrinterCallback)
         trainer.train()
     return np.diff(timer.ends)
@@ -115,13 +115,13 @@ def estimate_run(config: TrainConfig, pairs: TrainingPairs, steps: int = 5, phas
         raise UserError(f"--steps {steps} is too few; time at least 1 step (5 gives a steadier estimate)")
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    model, train_pairs, epochs, evaluator, frame, columns = prepare_run(config, pairs, phases)
+    run = prepare_run(config, pairs, phases)
+    model, evaluator, frame, columns, plan = run.model, run.evaluator, run.frame, run.columns, run.plan
     transformers.set_seed(config.seed)
     if config.use_lora:
         add_lora(model, config)
-    plan = _plan(frame, columns, epochs, config, model, world_size=1)
 
-    tokens = step_tokens(plan, _row_lengths(model, frame, columns, config.max_seq_length), columns)
+    tokens = step_tokens(plan, row_lengths(model, frame, columns, config.max_seq_length), columns)
     chosen = spread_steps(tokens, steps)
     seconds = time_steps(config, model, frame, columns, plan, chosen)
     fixed, per_token = step_cost(tokens[chosen[1:]], seconds)
@@ -130,8 +130,11 @@ def estimate_run(config: TrainConfig, pairs: TrainingPairs, steps: int = 5, phas
                  for p in plan.phases]
 
     evaluator(model)
-    per_text = evaluator.seconds / len(set(evaluator.pairs["text1"]) | set(evaluator.pairs["text2"]))
-    test_texts = len(set(pairs.test["text1"]) | set(pairs.test["text2"]))
+    eval_texts = set(evaluator.pairs["text1"]) | set(evaluator.pairs["text2"])
+    per_text = evaluator.seconds / (len(eval_texts) + (0 if evaluator.tickets is None else len(evaluator.tickets)))
+    sets = pairs.test_sets()
+    test_texts = sum(len(set(p["text1"]) | set(p["text2"])) for p in sets.pairs.values()) \
+        + (0 if sets.tickets is None else len(sets.tickets))
     return RunEstimate(estimates, evaluation_count(plan, config.eval_steps), evaluator.seconds,
                        2 * per_text * test_texts, [float(s) for s in seconds])
 

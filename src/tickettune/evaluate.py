@@ -7,12 +7,17 @@ cross-validation so that the reported F1 is not measured on the pairs that picke
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, rankdata, spearmanr
 from sklearn.metrics import average_precision_score
+
+from .errors import UserError
+from .retrieval import compare_retrieval, corpus_metrics, query_rows
 
 METRIC_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv", "f1_cv_std", "precision_cv",
                "recall_cv", "accuracy_cv", "threshold", "n_pairs")
@@ -183,12 +188,148 @@ def evaluate_pairs(pairs: pd.DataFrame, model_name: str, baseline_name: str | No
                    max_seq_length: int | None = None, folds: int = 5, resamples: int = 1000, seed: int = 0,
                    batch_size: int = 64, model=None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Load the model (and baseline), score the pairs once each, and compare. Also returns the raw scores."""
+    results, scores = evaluate_model(TestSets(pairs={"test": pairs}), model_name, baseline_name, max_seq_length,
+                                     folds=folds, resamples=resamples, seed=seed, batch_size=batch_size, model=model)
+    return results["test"], scores["test"]
+
+
+SET_TITLES = {
+    "retrieval": "Retrieval on held-out tickets",
+    "representative": "Representative pairs",
+    "test": "Test pairs",
+    "hard": "Hard pairs (stress test)",
+}
+
+
+@dataclass
+class TestSets:
+    """What a model is judged on: held-out tickets for retrieval, and pair sets by name in SET_TITLES order.
+
+    `tickets` has `text` and `group` columns: every ticket is the corpus, tickets whose group has another member
+    are queries, the other members of its group are what it should find. Pair sets are `representative` (drawn
+    uniformly), `test` (a pair file of unknown make) and `hard` (lexically hard pairs: a stress test).
+    """
+
+    tickets: pd.DataFrame | None = None
+    pairs: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pairs = {name: self.pairs[name] for name in SET_TITLES if name in self.pairs}
+
+    @property
+    def headline(self) -> str | None:
+        """The pair set whose threshold search uses and whose curves the report draws: the first one."""
+        return next(iter(self.pairs), None)
+
+
+def retrieval_scores(model, tickets: pd.DataFrame, queries: np.ndarray, batch_size: int = 64,
+                     show_progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-query retrieval metrics of `model` over the ticket corpus (queries are corpus rows)."""
+    vectors = encode_texts(model, list(tickets["text"]), batch_size, show_progress)
+    return corpus_metrics(np.stack([vectors[t] for t in tickets["text"]]), list(tickets["group"]), queries)
+
+
+def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: int = 5, resamples: int = 1000,
+          seed: int = 0, batch_size: int = 64, show_progress: bool = False
+          ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """Score `model` (and `baseline`, loaded models or None) on every set; returns each set's
+    `{"model", "baseline", "change"}` result by name (retrieval first) and each pair set's raw scores."""
+    results: dict[str, dict[str, Any]] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    if sets.tickets is not None:
+        rows = query_rows(sets.tickets["group"], queries, seed)
+        if len(rows):
+            per_query = {side: retrieval_scores(m, sets.tickets, rows, batch_size, show_progress)
+                         for side, m in (("model", model), ("baseline", baseline)) if m is not None}
+            results["retrieval"] = compare_retrieval(per_query["model"], per_query.get("baseline"), len(sets.tickets),
+                                                     resamples, seed)
+    for name, pairs in sets.pairs.items():
+        scores[name] = {side: pair_scores(m, pairs, batch_size, show_progress)
+                        for side, m in (("model", model), ("baseline", baseline)) if m is not None}
+        results[name] = compare(pairs["label"].to_numpy(float), scores[name]["model"], scores[name].get("baseline"),
+                                folds, resamples, seed)
+    return results, scores
+
+
+def deployable_threshold(results: dict[str, dict[str, Any]]) -> float | None:
+    """The tuned model's F1-best threshold on the first pair set of a `judge` result (None without one)."""
+    for name, result in results.items():
+        if name != "retrieval" and "threshold" in result.get("model", {}):
+            value = result["model"]["threshold"]
+            return None if value is None or math.isnan(value) else float(value)
+    return None
+
+
+def test_sets_from(pairs: str | Path | None = None, tickets: pd.DataFrame | None = None) -> TestSets:
+    """The sets `evaluate` judges on: a pair file (its pairs), a `tickettune pairs` directory (representative and
+    hard pairs, and its test tickets), and/or a ticket table (text, group) for retrieval, which takes precedence
+    over the directory's tickets."""
+    from .pairs_io import pair_file, read_pair_dir_extras, read_pairs
+    from .retrieval import check_retrieval_tickets
+
+    if pairs is None and tickets is None:
+        raise UserError("nothing to evaluate on; pass --pairs FILE|DIR and/or --tickets FILE --group-by COLUMN")
+    sets: dict[str, pd.DataFrame] = {}
+    folder_tickets = None
+    if pairs is not None:
+        test = read_pairs(pair_file(pairs, "test"))
+        if Path(pairs).is_dir():
+            representative, split_tickets, name = read_pair_dir_extras(Path(pairs))
+            sets[name] = test
+            if representative is not None:
+                sets["representative"] = representative
+            folder_tickets = split_tickets.get("test")
+        else:
+            sets["test"] = test
+    tickets = tickets if tickets is not None else folder_tickets
+    if tickets is not None:
+        check_retrieval_tickets(tickets["group"], "the test tickets")
+    return TestSets(tickets, sets)
+
+
+def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = None, max_seq_length: int | None = None,
+                   queries: int | None = 1000, folds: int = 5, resamples: int = 1000, seed: int = 0,
+                   batch_size: int = 64, model=None, show_progress: bool = False):
+    """Load the model (and baseline) and `judge` them on the sets: each set's comparison and each pair set's scores."""
     from .models import load_model
 
     model = model if model is not None else load_model(model_name, max_seq_length)
-    scores = {"model": pair_scores(model, pairs, batch_size)}
-    if baseline_name:
-        base = load_model(baseline_name, max_seq_length)
-        scores["baseline"] = pair_scores(base, pairs, batch_size)
-    result = compare(pairs["label"].to_numpy(float), scores["model"], scores.get("baseline"), folds, resamples, seed)
-    return result, scores
+    base = load_model(baseline_name, max_seq_length) if baseline_name else None
+    return judge(model, base, sets, queries, folds, resamples, seed, batch_size, show_progress)
+
+
+def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | None, group_by: str | None,
+                   text_columns: Sequence[str] | None, baseline: str | None, max_seq_length: int | None,
+                   queries: int | None, folds: int, resamples: int, seed: int, out: Path | None, overwrite: bool,
+                   train_pairs: str | Path | None, allow_leakage: bool, say=print) -> dict[str, dict[str, Any]]:
+    """The `evaluate` command: read the sets, refuse leaked test texts, judge, and write OUT's report when asked."""
+    from .errors import atomic_output_dir, check_output_dir
+    from .jsonio import write_json
+    from .leakage import guard_evaluation
+    from .report import ReportInputs, write_report
+
+    if out is not None:
+        check_output_dir(out, overwrite)
+    if tickets is None and (group_by or text_columns):
+        raise UserError("--group-by and --text-column describe a --tickets file; pass --tickets FILE too")
+    table = None
+    if tickets is not None:
+        from .tickets import read_tickets
+
+        table = read_tickets(tickets, text_columns, group_by)[["text", "group"]]
+    sets = test_sets_from(pairs, table)
+    if not allow_leakage:
+        texts = list(sets.pairs.values()) + ([] if sets.tickets is None else [sets.tickets])
+        say(guard_evaluation(model, pd.concat(texts, ignore_index=True), train_pairs), style="dim")
+    results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed)
+    if out is not None:
+        headline = sets.headline
+        with atomic_output_dir(out, overwrite) as tmp:
+            write_json(tmp / "metrics.json", results)
+            details = {"model": model, "baseline": baseline or "none", "pairs": str(pairs or "-"),
+                       "tickets searched": "-" if sets.tickets is None else len(sets.tickets)}
+            shown = sets.pairs.get(headline) if headline else None
+            write_report(tmp, ReportInputs(results, f"tickettune evaluation: {Path(model).name}",
+                                           None if shown is None else shown["label"].to_numpy(float),
+                                           scores.get(headline, {}), shown, details=details))
+    return results

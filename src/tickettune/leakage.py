@@ -16,7 +16,8 @@ import pandas as pd
 from .errors import UserError
 
 TRAINING_TEXTS = "tickettune_training_texts.json"
-TEXT_COLUMNS = ("text1", "text2", "negative")
+# Pair tables (text1, text2, negative), ticket tables (text) and group-loss rows (anchor, positive).
+TEXT_COLUMNS = ("text1", "text2", "negative", "text", "anchor", "positive")
 
 
 def normal_text(text: str) -> str:
@@ -29,7 +30,7 @@ def fingerprint(text: str) -> str:
 
 
 def fingerprints(frame: pd.DataFrame) -> set[str]:
-    """Fingerprints of every text in a pair table (text1, text2 and, when present, negative)."""
+    """Fingerprints of every text in a pair or ticket table (the TEXT_COLUMNS it has)."""
     return {fingerprint(t) for c in TEXT_COLUMNS if c in frame for t in frame[c].dropna()}
 
 
@@ -56,7 +57,7 @@ def read_training_texts(model_folder: Path) -> set[str] | None:
 
 def check_leakage(training: set[str], test: pd.DataFrame, action: str, where: str = "the training pairs") -> None:
     """Refuse when a test text's fingerprint is among `training`; `action` is what --allow-leakage lets happen."""
-    texts = sorted(set(test["text1"]) | set(test["text2"]))
+    texts = sorted({t for c in TEXT_COLUMNS if c in test for t in test[c].dropna()})
     leaked = [t for t in texts if fingerprint(t) in training]
     if leaked:
         example = leaked[0] if len(leaked[0]) <= 60 else leaked[0][:57] + "..."

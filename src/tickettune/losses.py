@@ -1,6 +1,7 @@
 """Training losses on sentence-transformers' own classes, and the dataset columns each one reads.
 
 Pair losses (cosine, cosent, angle, contrastive, online_contrastive) read (text1, text2, label).
+Group losses (batch_*_triplet, group_mnrl, group_gist) read tickets and their groups (groups.py).
 mnrl and triplet read (anchor, positive[, negative]) built only from similar pairs (label >= 0.5):
 a dissimilar pair is never a positive. hybrid reads (text1, text2, label) and routes the similar
 rows of each batch to MNRL, every row to its pair loss.
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import GROUP_LOSSES, TrainConfig
 from .errors import UserError
 
 SIMILAR = 0.5
@@ -78,14 +79,44 @@ class HybridLoss(nn.Module):
         return {"mnrl_weight": self.mnrl_weight, "pair_loss": type(self.pair).__name__}
 
 
-def build_loss(config: TrainConfig, model) -> nn.Module:
-    """The loss module named by config.loss.
+# Group triplet losses measure cosine distance: embeddings of these models are unit length, so the library's
+# Euclidean default (margin 5) could never be met and every triplet would pull at full strength forever.
+GROUP_TRIPLET_MARGIN = 0.2
+ONE_PER_GROUP = ("group_mnrl", "group_gist")
+
+
+def group_loss(config: TrainConfig, model, guide=None) -> nn.Module:
+    """One of GROUP_LOSSES over group batches (groups.py): (text, label) rows for the batch_*_triplet losses,
+    (anchor, positive) rows, one per group, for group_mnrl and group_gist (which needs the untuned `guide`)."""
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.losses.batch_hard_triplet import \
+        BatchHardTripletLossDistanceFunction as Distance
+
+    margin = GROUP_TRIPLET_MARGIN if config.margin is None else config.margin
+    triplet = dict(distance_metric=Distance.cosine_distance)
+    builders = {
+        "batch_all_triplet": lambda: losses.BatchAllTripletLoss(model, margin=margin, **triplet),
+        "batch_hard_triplet": lambda: losses.BatchHardTripletLoss(model, margin=margin, **triplet),
+        "batch_semi_hard_triplet": lambda: losses.BatchSemiHardTripletLoss(model, margin=margin, **triplet),
+        "batch_hard_soft_margin_triplet": lambda: losses.BatchHardSoftMarginTripletLoss(model, **triplet),
+        "group_mnrl": lambda: losses.MultipleNegativesRankingLoss(model),
+        "group_gist": lambda: losses.GISTEmbedLoss(model, guide),
+    }
+    if config.loss not in builders:
+        raise UserError(f"'{config.loss}' is not a group loss; choose one of {', '.join(GROUP_LOSSES)}")
+    return builders[config.loss]()
+
+
+def build_loss(config: TrainConfig, model, guide=None) -> nn.Module:
+    """The loss module named by config.loss (`guide`: the untuned model, for group_gist).
 
     Under several processes MNRL takes its in-batch negatives from its own process's batch
     (batch_size per process), as sentence-transformers does by default.
     """
     from sentence_transformers.sentence_transformer import losses
 
+    if config.loss in GROUP_LOSSES:
+        return group_loss(config, model, guide)
     if config.loss in PAIR_LOSSES:
         return pair_loss(config.loss, model, config.margin)
     if config.loss == "mnrl":

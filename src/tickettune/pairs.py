@@ -100,6 +100,8 @@ class PairSet:
     eval: pd.DataFrame
     test: pd.DataFrame
     datacard: dict[str, Any] = field(default_factory=dict)
+    representative: pd.DataFrame | None = None  # test pairs drawn uniformly (see representative_pairs)
+    tickets: dict[str, pd.DataFrame] = field(default_factory=dict)  # each split's tickets (see ticket_table)
 
 
 def tfidf_vectors(texts: Sequence[str]):
@@ -430,6 +432,58 @@ def _stats(frame: pd.DataFrame, name: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (order.get(r["phase"], 9), -r["label"]))
 
 
+def representative_pairs(members: np.ndarray, tickets: Tickets, n_pairs: int, seed: int,
+                         grades: dict[str, float] | None = None) -> pd.DataFrame:
+    """Balanced pairs drawn uniformly, nothing mined and nothing filtered by difficulty: similar pairs uniformly among
+    all same-group pairs of `members`, dissimilar ones uniformly among all different-group pairs. Their metrics say how
+    a model scores the pairs a search actually meets; the hard pairs only stress it."""
+    rng = np.random.default_rng([seed, 1])  # its own stream: the other sets stay byte-identical
+    known = members[tickets.known[members]]
+    groups, sizes = np.unique(tickets.group[known], return_counts=True)
+    weights = sizes * (sizes - 1) / 2.0
+    by_group = {g: known[tickets.group[known] == g] for g in groups[weights > 0]}
+    n = int(tickets.norm.max()) + 1
+    seen: set[int] = set()
+    taken: dict[bool, tuple[list[int], list[int]]] = {True: ([], []), False: ([], [])}
+    target = n_pairs // 2
+    for _ in range(64):
+        if all(len(taken[kind][0]) >= target for kind in taken):
+            break
+        if weights.sum() > 0 and len(taken[True][0]) < target:
+            picked = rng.choice(groups, 2 * target, p=weights / weights.sum())
+            pairs = [rng.choice(by_group[g], 2, replace=False) for g in picked]
+            _take(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]), tickets, n, seen, taken[True], target)
+        a, b = rng.choice(members, 4 * target), rng.choice(members, 4 * target)
+        other = (tickets.group[a] != tickets.group[b]) & (tickets.known[a] | tickets.known[b])
+        _take(a[other], b[other], tickets, n, seen, taken[False], target)
+    count = min(len(taken[True][0]), len(taken[False][0]))
+    t1 = np.array(taken[True][0][:count] + taken[False][0][:count], dtype=np.int64)
+    t2 = np.array(taken[True][1][:count] + taken[False][1][:count], dtype=np.int64)
+    order = rng.permutation(len(t1))
+    t1, t2 = t1[order], t2[order]
+    return pd.DataFrame({"text1": tickets.text[t1], "text2": tickets.text[t2], "label": _labels(t1, t2, tickets, grades),
+                         "ticket1": t1, "ticket2": t2})
+
+
+def _take(a: np.ndarray, b: np.ndarray, tickets: Tickets, n: int, seen: set[int], into: tuple[list[int], list[int]],
+          target: int) -> None:
+    """Append the pairs of distinct texts not seen before to `into`, up to `target`."""
+    ok = tickets.norm[a] != tickets.norm[b]
+    a, b = a[ok], b[ok]
+    fresh = _unique_pairs(tickets.norm[a], tickets.norm[b], n, seen)
+    room = target - len(into[0])
+    into[0].extend(a[fresh][:room].tolist())
+    into[1].extend(b[fresh][:room].tolist())
+
+
+def ticket_table(members: np.ndarray, tickets: Tickets) -> pd.DataFrame:
+    """The tickets of a split as retrieval and group training read them: text, group, and number where known."""
+    frame = pd.DataFrame({"text": tickets.text[members], "group": tickets.frame["group"].astype(str).to_numpy()[members]})
+    if "number" in tickets.frame.columns:
+        frame.insert(0, "number", tickets.frame["number"].astype(str).to_numpy()[members])
+    return frame
+
+
 class PairBuilder:
     """The steps of `build_pairs` on one ticket table, sharing its random generator, vectors and notes."""
 
@@ -445,6 +499,7 @@ class PairBuilder:
         self.notes = list(tickets.attrs.get("notes", []))
         self.info: dict[str, dict[str, int]] = {}
         self.thresholds: dict[float, float] = {}
+        self.members: dict[str, np.ndarray] = {}
 
     def _hard(self, name: str) -> bool:
         return name != "train" and self.filtered
@@ -455,13 +510,14 @@ class PairBuilder:
         uses = max(2, self.options.max_pairs_per_ticket * 2 // 3)
         chosen: dict[str, np.ndarray] = {}
         for name in ("train", "test", "eval"):
-            members = np.flatnonzero(split == SPLITS.index(name))
+            members = self.members[name] = np.flatnonzero(split == SPLITS.index(name))
             info = self.info[name] = {"tickets": int(len(members)), "groups": int(len(np.unique(self.data.group[members])))}
             if name != "train":
                 # A ticket copied (nearly) word for word from a train ticket would test recall, not generalisation.
                 scores = near_duplicate_scores(self.data.text[members], self.data.text[chosen["train"]])
                 info["left_out_near_duplicates"] = int((scores >= self.options.near_duplicate).sum())
                 members = members[scores < self.options.near_duplicate]
+            self.members[name] = members
             pool = FILTERED_POOL if self._hard(name) else TRAIN_POOL
             chosen[name] = _choose(members, units, max(MIN_TICKETS, math.ceil(4 * self.wanted[name] * pool / uses)),
                                    self.rng)
@@ -525,7 +581,8 @@ class PairBuilder:
         self.notes.append(f"{name}: {size}: the {name} split's tickets allow no more balanced pairs {where}with at most "
                           f"{self.options.max_pairs_per_ticket} pairs per ticket ({remedy})")
 
-    def datacard(self, sets: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    def datacard(self, sets: dict[str, pd.DataFrame], representative: pd.DataFrame,
+                 tickets: dict[str, pd.DataFrame]) -> dict[str, Any]:
         options, attrs = self.options, self.frame.attrs
         model = options.difficulty == "model"
         return {
@@ -544,8 +601,13 @@ class PairBuilder:
             "hard_threshold": {str(k): round(v, 4) for k, v in sorted(self.thresholds.items())} if self.filtered else None,
             "hard_threshold_definition": "eval/test pairs are at least this hard by TF-IDF, per label (the upper third "
                                          "of train pairs); their candidates are mined by TF-IDF, not by the model",
-            "splits": {name: self.info[name] for name in ("train", "eval", "test")},
+            "splits": {name: {**self.info[name], "tickets_written": int(len(tickets[name]))}
+                       for name in ("train", "eval", "test")},
             "pairs": [row for name in ("train", "eval", "test") for row in _stats(sets[name], name)],
+            "representative_test_pairs": {"pairs": int(len(representative)),
+                                          "similar": int((representative["label"] >= 0.5).sum()),
+                                          "definition": "similar pairs drawn uniformly among same-group test pairs, "
+                                                        "dissimilar uniformly among different-group ones; none mined"},
             "notes": self.notes,
         }
 
@@ -561,8 +623,12 @@ def build_pairs(tickets: pd.DataFrame, options: PairOptions | None = None, model
     builder.score(chosen)
     # Train first: its hard phase sets the difficulty that eval and test are drawn at.
     sets = {name: builder.pairs(name, chosen[name]) for name in ("train", "test", "eval")}
-    _check_no_leakage(sets)
-    return PairSet(sets["train"], sets["eval"], sets["test"], builder.datacard(sets))
+    representative = representative_pairs(builder.members["test"], builder.data, builder.options.test_pairs,
+                                          builder.options.seed, builder.grades)
+    _check_no_leakage({**sets, "test": pd.concat([sets["test"], representative], ignore_index=True)})
+    tickets = {name: ticket_table(builder.members[name], builder.data) for name in SPLITS}
+    return PairSet(sets["train"], sets["eval"], sets["test"], builder.datacard(sets, representative, tickets),
+                   representative, tickets)
 
 
 def _version() -> str:
@@ -582,15 +648,22 @@ def _check_no_leakage(sets: dict[str, pd.DataFrame]) -> None:
 
 
 def write_pair_dir(pairset: PairSet, out: str | Path, overwrite: bool = False, command: str | None = None) -> Path:
-    """Write train.jsonl (with phases), eval.jsonl, test.jsonl and datacard.json into `out`, atomically."""
+    """Write train.jsonl (with phases), eval.jsonl, test.jsonl (the hard pairs), test_representative.jsonl,
+    each split's tickets (train_tickets.jsonl, ...) and datacard.json into `out`, atomically."""
     from .jsonio import write_json
-    from .pairs_io import PAIR_FILES, write_pairs
+    from .pairs_io import PAIR_FILES, REPRESENTATIVE_FILE, TICKET_FILES, write_pairs, write_tickets
 
     out = Path(out)
-    datacard = {**pairset.datacard, "command": command, "files": dict(PAIR_FILES)}
+    files = {**PAIR_FILES, **({} if pairset.representative is None else {"representative": REPRESENTATIVE_FILE}),
+             **{f"{name}_tickets": TICKET_FILES[name] for name in pairset.tickets}}
+    datacard = {**pairset.datacard, "command": command, "files": files}
     with atomic_output_dir(out, overwrite) as tmp:
         for role, frame in (("train", pairset.train), ("eval", pairset.eval), ("test", pairset.test)):
             write_pairs(frame, tmp / PAIR_FILES[role])
+        if pairset.representative is not None:
+            write_pairs(pairset.representative, tmp / REPRESENTATIVE_FILE)
+        for name, frame in pairset.tickets.items():
+            write_tickets(frame, tmp / TICKET_FILES[name])
         write_json(tmp / "datacard.json", datacard)
     return out
 

@@ -192,8 +192,8 @@ def _read_json(text: str, source: str) -> pd.DataFrame:
     raise UserError(f"{source}: expected a list of pair objects or an object of lists per phase, got {type(data).__name__}")
 
 
-def _read_jsonl(text: str, source: str) -> pd.DataFrame:
-    records, numbers = [], []
+def _json_lines(text: str, source: str) -> list[Any]:
+    records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -201,9 +201,11 @@ def _read_jsonl(text: str, source: str) -> pd.DataFrame:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise UserError(f"{source}: line {number} is not valid JSON ({exc.msg}); fix or remove it") from None
-        numbers.append(number)
-    frame = records_to_frame(records, source, record_word="line")
-    return frame
+    return records
+
+
+def _read_jsonl(text: str, source: str) -> pd.DataFrame:
+    return records_to_frame(_json_lines(text, source), source, record_word="line")
 
 
 def _read_delimited(text: str, source: str, delimiter: str) -> pd.DataFrame:
@@ -235,6 +237,48 @@ def write_pairs(frame: pd.DataFrame, path: Path) -> None:
 
 
 PAIR_FILES = {"train": "train.jsonl", "eval": "eval.jsonl", "test": "test.jsonl"}
+TICKET_FILES = {"train": "train_tickets.jsonl", "eval": "eval_tickets.jsonl", "test": "test_tickets.jsonl"}
+TICKET_COLUMNS = ("number", "text", "group")
+
+
+def write_tickets(frame: pd.DataFrame, path: Path) -> None:
+    """JSONL, one ticket a line: number (where known), text and group, as `read_ticket_set` reads them back."""
+    columns = [c for c in TICKET_COLUMNS if c in frame.columns]
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        for row in frame[columns].itertuples(index=False):
+            handle.write(json.dumps(dict(zip(columns, map(str, row))), ensure_ascii=False) + "\n")
+
+
+def read_ticket_set(path: str | Path) -> pd.DataFrame:
+    """A ticket file written by `tickettune pairs` (train/eval/test_tickets.jsonl): columns text and group."""
+    path = Path(path)
+    records = _json_lines(read_text_file(path), str(path))
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or not all(isinstance(record.get(c), str) and record[c].strip()
+                                                   for c in ("text", "group")):
+            raise UserError(f"{path}: ticket {number} needs a non-empty text and group; rebuild it with `tickettune pairs`")
+    if not records:
+        raise UserError(f"{path}: holds no tickets; rebuild it with `tickettune pairs`")
+    return pd.DataFrame.from_records(records).astype(str)
+
+
+REPRESENTATIVE_FILE = "test_representative.jsonl"
+
+
+def read_pair_dir_extras(folder: Path) -> tuple[pd.DataFrame | None, dict[str, pd.DataFrame], str]:
+    """What a `tickettune pairs` directory holds beside its three pair files: the representative test pairs, each
+    split's tickets, and what its test pairs are ("hard" when lexically filtered, else "test")."""
+    representative = read_pairs(folder / REPRESENTATIVE_FILE) if (folder / REPRESENTATIVE_FILE).is_file() else None
+    tickets = {name: read_ticket_set(folder / file) for name, file in TICKET_FILES.items() if (folder / file).is_file()}
+    test_name = "test"
+    card = folder / "datacard.json"
+    if card.is_file():
+        try:
+            options = json.loads(card.read_text(encoding="utf-8")).get("options") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise UserError(f"{card} is not a valid data card; rebuild the directory with `tickettune pairs`") from None
+        test_name = "hard" if options.get("test_difficulty") == "hard" else "test"
+    return representative, tickets, test_name
 
 
 def pair_file(path: str | Path, role: str) -> Path:

@@ -105,9 +105,9 @@ def mask_pii(text: str) -> str:
 
 
 def mask_pair_texts(frame):
-    """A copy of a pair table with mask_pii applied to its texts (text1, text2 and, when present, negative)."""
+    """A copy of a pair or ticket table with mask_pii applied to its texts (text1, text2, negative, text)."""
     frame = frame.copy()
-    for column in ("text1", "text2", "negative"):
+    for column in ("text1", "text2", "negative", "text"):
         if column in frame:
             frame[column] = [mask_pii(t) if isinstance(t, str) else t for t in frame[column]]
     return frame

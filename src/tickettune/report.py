@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from .evaluate import binary
+from .evaluate import SET_TITLES, binary
 
 ROWS = (
     ("Spearman", "spearman"),
@@ -27,7 +27,22 @@ ROWS = (
     ("Deployable threshold", "threshold"),
     ("Pairs", "n_pairs"),
 )
-CI_KEYS = {"spearman": "spearman_ci95", "roc_auc": "roc_auc_ci95", "f1_cv": "f1_ci95"}
+RETRIEVAL_ROWS = (
+    ("Precision@10", "precision@10"),
+    ("MRR@10", "mrr@10"),
+    ("nDCG@10", "ndcg@10"),
+    ("Recall@1", "recall@1"),
+    ("Recall@5", "recall@5"),
+    ("Recall@10", "recall@10"),
+    ("MAP@100", "map@100"),
+    ("Queries", "n_queries"),
+    ("Corpus tickets", "n_corpus"),
+)
+COUNTS = ("threshold", "n_pairs", "n_queries", "n_corpus")
+CI_KEYS = {"f1_cv": "f1_ci95"}  # the others are f"{key}_ci95"
+# What each set's one-line verdict reads: retrieval is judged on what a search shows, pairs on ranking and order.
+HEADLINE_KEYS = {"retrieval": (("precision@10", "precision@10"), ("MRR@10", "mrr@10"))}
+PAIR_HEADLINE = (("ROC-AUC", "roc_auc"), ("Spearman", "spearman"))
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -55,7 +70,7 @@ def fmt_change(result: dict[str, Any], key: str) -> str:
 
 def fmt_ci(result: dict[str, Any], key: str) -> str:
     """The paired-bootstrap 95% interval of the change, where one was computed."""
-    ci = result.get("change", {}).get(CI_KEYS.get(key, ""))
+    ci = result.get("change", {}).get(CI_KEYS.get(key, f"{key}_ci95"))
     if not ci or any(v is None or math.isnan(v) for v in ci):
         return ""
     return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
@@ -69,16 +84,20 @@ def _cell(result: dict[str, Any], side: str, key: str) -> str:
     return text
 
 
+def is_retrieval(result: dict[str, Any]) -> bool:
+    return "mrr@10" in result.get("model", {})
+
+
 def table_rows(result: dict[str, Any]) -> list[list[str]]:
     has_base = "baseline" in result
     rows = []
-    for title, key in ROWS:
+    for title, key in RETRIEVAL_ROWS if is_retrieval(result) else ROWS:
         row = [title]
         if has_base:
             row.append(_cell(result, "baseline", key))
         row.append(_cell(result, "model", key))
         if has_base:
-            row += [fmt_change(result, key), fmt_ci(result, key)] if key not in ("threshold", "n_pairs") else ["", ""]
+            row += [fmt_change(result, key), fmt_ci(result, key)] if key not in COUNTS else ["", ""]
         rows.append(row)
     return rows
 
@@ -105,23 +124,33 @@ def markdown_table(result: dict[str, Any], model_title: str = "Fine-tuned") -> s
     return "\n".join(lines)
 
 
-def verdict(result: dict[str, Any]) -> str:
-    """One honest sentence per headline metric: did the change clear its 95% interval?"""
-    if "change" not in result:
-        return ""
+def results_tables(results: dict[str, dict[str, Any]], model_title: str = "Fine-tuned", about: str = "") -> list[Table]:
+    """One table per set of a `judge` result, in its order (retrieval, representative pairs, ..., hard pairs last)."""
+    return [metric_table(result, title=SET_TITLES.get(name, name) + about, model_title=model_title)
+            for name, result in results.items()]
+
+
+def markdown_tables(results: dict[str, dict[str, Any]], model_title: str = "Fine-tuned", level: str = "###") -> str:
+    return "\n\n".join(f"{level} {SET_TITLES.get(name, name)}\n\n{markdown_table(result, model_title)}"
+                        for name, result in results.items())
+
+
+def verdict(results: dict[str, dict[str, Any]]) -> str:
+    """One honest sentence per set: did each headline metric's change clear its 95% interval?"""
     sentences = []
-    for title, key in (("ROC-AUC", "roc_auc"), ("Spearman", "spearman")):
-        delta = result["change"].get(key)
-        ci = result["change"].get(CI_KEYS[key]) or [math.nan, math.nan]
-        if delta is None or math.isnan(delta) or any(v is None or math.isnan(v) for v in ci):
+    for name, result in results.items():
+        if "change" not in result:
             continue
-        if ci[0] > 0:
-            word = "beats the baseline"
-        elif ci[1] < 0:
-            word = "is worse than the baseline"
-        else:
-            word = "is not distinguishable from the baseline"
-        sentences.append(f"On {title} the fine-tuned model {word}: {delta:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}].")
+        parts = []
+        for title, key in HEADLINE_KEYS.get(name, PAIR_HEADLINE):
+            delta = result["change"].get(key)
+            ci = result["change"].get(CI_KEYS.get(key, f"{key}_ci95")) or [math.nan, math.nan]
+            if delta is None or math.isnan(delta) or any(v is None or math.isnan(v) for v in ci):
+                continue
+            word = "better" if ci[0] > 0 else "worse" if ci[1] < 0 else "not distinguishable"
+            parts.append(f"{title} {word} ({delta:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])")
+        if parts:
+            sentences.append(f"{SET_TITLES.get(name, name)}: the fine-tuned model is " + "; ".join(parts) + ".")
     return " ".join(sentences)
 
 
@@ -148,7 +177,7 @@ def pair_examples(pairs: pd.DataFrame, labels: np.ndarray, scores: dict[str, np.
 class ReportInputs:
     """Everything a report shows; only `result` is required."""
 
-    result: dict[str, Any]
+    results: dict[str, dict[str, Any]]  # by set name, as `evaluate.judge` returns them
     title: str = "tickettune report"
     labels: Optional[np.ndarray] = None
     scores: dict[str, np.ndarray] = field(default_factory=dict)
@@ -165,11 +194,14 @@ def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
 
     figures: dict[str, tuple[str, bytes]] = {}
     if inputs.labels is not None and inputs.scores:
+        name, headline = next(((n, r) for n, r in inputs.results.items() if not is_retrieval(r)), ("pairs", {}))
+        about = SET_TITLES.get(name, name).lower()
         if 0 < binary(inputs.labels).sum() < len(inputs.labels):
-            figures["curves"] = ("ROC and precision-recall curves", plots.roc_pr_curves(inputs.labels, inputs.scores))
-        thresholds = {k: inputs.result.get(k, {}).get("threshold") for k in inputs.scores}
-        figures["histograms"] = ("Similarity scores of similar and dissimilar pairs (dashed: deployable threshold)",
-                                 plots.score_histograms(inputs.labels, inputs.scores, thresholds))
+            figures["curves"] = (f"ROC and precision-recall curves ({about})",
+                                 plots.roc_pr_curves(inputs.labels, inputs.scores))
+        thresholds = {k: headline.get(k, {}).get("threshold") for k in inputs.scores}
+        figures["histograms"] = (f"Similarity scores of similar and dissimilar pairs ({about}; dashed: deployable "
+                                 "threshold)", plots.score_histograms(inputs.labels, inputs.scores, thresholds))
     if inputs.training_steps:
         figures["training"] = ("Training curve (dotted lines: end of a curriculum phase)",
                                plots.training_curve(inputs.training_steps, inputs.eval_metric, inputs.phase_boundaries))
@@ -195,11 +227,14 @@ def _frame_html(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _metric_frame(result: dict[str, Any]) -> pd.DataFrame:
-    header = table_header(result)
-    if "baseline" in result:
-        header = ["Metric", "Current (baseline)", "Fine-tuned", "Change", "95% CI of change"]
-    return pd.DataFrame(table_rows(result), columns=header)
+def _metric_frames(results: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    frames = {}
+    for name, result in results.items():
+        header = table_header(result)
+        if "baseline" in result:
+            header = ["Metric", "Current (baseline)", "Fine-tuned", "Change", "95% CI of change"]
+        frames[SET_TITLES.get(name, name)] = pd.DataFrame(table_rows(result), columns=header)
+    return frames
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1080px;margin:2em auto;padding:0 1em;color:#222}
@@ -215,14 +250,16 @@ def write_report(out: Path, inputs: ReportInputs) -> None:
     figures = _figures(inputs)
     examples = pair_examples(inputs.pairs, inputs.labels, inputs.scores) if inputs.pairs is not None and \
         inputs.labels is not None else {}
-    metrics = _metric_frame(inputs.result)
-    summary = verdict(inputs.result)
+    metrics = _metric_frames(inputs.results)
+    summary = verdict(inputs.results)
+    pair_set = next((SET_TITLES.get(n, n).lower() for n, r in inputs.results.items() if not is_retrieval(r)), "pairs")
 
     md = [f"# {inputs.title}", ""]
     md += [f"- **{k}**: {v}" for k, v in inputs.details.items()] + [""]
     if summary:
         md += [f"> {summary}", ""]
-    md += ["## Metrics", "", _frame_markdown(metrics), ""]
+    for title, frame in metrics.items():
+        md += [f"## {title}", "", _frame_markdown(frame), ""]
     if figures:
         (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, (caption, png) in figures.items():
@@ -231,7 +268,7 @@ def write_report(out: Path, inputs: ReportInputs) -> None:
     if inputs.data_stats is not None:
         md += ["## Training data per phase", "", _frame_markdown(inputs.data_stats), ""]
     for caption, frame in examples.items():
-        md += [f"## Test pairs the fine-tuning {caption}", "", _frame_markdown(frame), ""]
+        md += [f"## {pair_set.capitalize()} the fine-tuning {caption}", "", _frame_markdown(frame), ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(inputs.title)}</title>",
@@ -242,26 +279,30 @@ def write_report(out: Path, inputs: ReportInputs) -> None:
             + "</table>")
     if summary:
         parts.append(f"<p class='verdict'>{html.escape(summary)}</p>")
-    parts.append("<h2>Metrics</h2>" + _frame_html(metrics))
+    parts += [f"<h2>{html.escape(title)}</h2>" + _frame_html(frame) for title, frame in metrics.items()]
     for name, (caption, png) in figures.items():
         encoded = base64.b64encode(png).decode("ascii")
         parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>")
     if inputs.data_stats is not None:
         parts.append("<h2>Training data per phase</h2>" + _frame_html(inputs.data_stats))
     for caption, frame in examples.items():
-        parts.append(f"<h2>Test pairs the fine-tuning {html.escape(caption)}</h2>" + _frame_html(frame))
+        parts.append(f"<h2>{html.escape(pair_set.capitalize())} the fine-tuning {html.escape(caption)}</h2>"
+                     + _frame_html(frame))
     parts.append("</body></html>")
     (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
 
 
 def phase_statistics(train_pairs: pd.DataFrame, phases: list[dict[str, Any]]) -> pd.DataFrame:
-    """Per curriculum phase: pairs by label, text length, and the steps and epochs it was trained for."""
+    """Per curriculum phase: pairs by label (or group-loss rows and groups), text length, and its steps and epochs."""
     rows = []
+    pairs = "text1" in train_pairs
+    texts = [c for c in ("text1", "text2", "text", "anchor", "positive") if c in train_pairs]
     for phase in phases:
         part = train_pairs[train_pairs["phase"] == phase["name"]] if "phase" in train_pairs else train_pairs
-        words = pd.concat([part["text1"], part["text2"]]).str.split().str.len()
-        row = {"phase": phase["name"], "similar pairs": int((part["label"] >= 0.5).sum()),
-               "dissimilar pairs": int((part["label"] < 0.5).sum()), "mean words per text": float(words.mean()),
+        words = pd.concat([part[c] for c in texts]).str.split().str.len()
+        counts = {"similar pairs": int((part["label"] >= 0.5).sum()), "dissimilar pairs": int((part["label"] < 0.5).sum())} \
+            if pairs else {"rows": len(part), "groups": int(part["label"].nunique()) if "label" in part else len(part)}
+        row = {"phase": phase["name"], **counts, "mean words per text": float(words.mean()),
                "epochs": phase["epochs"], "steps": f"{phase['start_step'] + 1}-{phase['end_step']}"}
         if "difficulty" in part:
             row["mean difficulty"] = float(part["difficulty"].mean())
@@ -269,12 +310,14 @@ def phase_statistics(train_pairs: pd.DataFrame, phases: list[dict[str, Any]]) ->
     return pd.DataFrame(rows)
 
 
-def training_report(result: dict[str, Any], log: dict[str, Any], test_pairs: pd.DataFrame, scores: dict[str, np.ndarray],
-                    train_pairs: pd.DataFrame, title: str, details: dict[str, Any]) -> ReportInputs:
-    """The report of a training run: test comparison, training curve with phases, and per-phase data."""
+def training_report(results: dict[str, dict[str, Any]], log: dict[str, Any], test_pairs: pd.DataFrame,
+                    scores: dict[str, np.ndarray], train_pairs: pd.DataFrame, title: str,
+                    details: dict[str, Any]) -> ReportInputs:
+    """The report of a training run: every test set's comparison, curves and examples of the headline pair set
+    (`test_pairs` and its `scores`), the training curve with phases, and per-phase data."""
     metric = f"eval_{log['eval_metric']}"
     steps = list(log["steps"]) + [{"step": e["step"], metric: e[log["eval_metric"]]} for e in log["evals"]]
     boundaries = [{"phase": p["name"], "end_step": p["end_step"]} for p in log["phases"]]
-    return ReportInputs(result, title, test_pairs["label"].to_numpy(float), scores, test_pairs,
+    return ReportInputs(results, title, test_pairs["label"].to_numpy(float), scores, test_pairs,
                         sorted(steps, key=lambda s: s["step"]), boundaries, metric,
                         phase_statistics(train_pairs, log["phases"]), details)

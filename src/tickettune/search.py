@@ -211,8 +211,11 @@ def model_threshold(model: str) -> Optional[float]:
     if not folder.is_dir() or not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))["model"]["threshold"]
-    except (OSError, ValueError, KeyError, TypeError):
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        # By set (retrieval first, then pair sets, representative pairs first); a single result before that.
+        results = [metrics] if "model" in metrics else [r for r in metrics.values() if "threshold" in r.get("model", {})]
+        value = results[0]["model"]["threshold"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         raise UserError(f"{path}: has no readable model.threshold; fix the file or pass --threshold") from None
     if value is None:
         return None

@@ -39,15 +39,17 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
-from .config import PHASES, TrainConfig, dump_config
+from .config import GROUP_LOSSES, PHASES, TrainConfig, dump_config
 from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
 from . import leakage
 from .checkpoints import CHECKPOINTS, RUN_FILE, prepare_workdir, run_fingerprint
-from .evaluate import compare, compute_metrics, pair_scores
+from .evaluate import TestSets, compute_metrics, deployable_threshold, judge, pair_scores, retrieval_scores
 from .jsonio import write_json
-from .losses import IN_BATCH_NEGATIVES, SIMILAR, build_loss, loss_columns
-from .pairs_io import pair_file, read_pairs
-from .report import fmt, markdown_table, training_report, write_report
+from .groups import HARD_SHARE, GroupPool, plan_group_batches
+from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, SIMILAR, build_loss, loss_columns
+from .pairs_io import pair_file, read_pair_dir_extras, read_pairs
+from .report import fmt, markdown_tables, training_report, write_report
+from .retrieval import RETRIEVAL_KEYS, query_rows
 from .schedule import Plan, PlannedBatchSampler, lr_lambda, plan_batches
 
 PHASE_MODES = ("keep", "single", "difficulty")
@@ -62,12 +64,35 @@ LORA_TARGETS = {
 
 @dataclass
 class TrainingPairs:
-    """Train pairs (with a `phase` column once phases are assigned), eval pairs and test pairs, and where they came from."""
+    """Train pairs (with a `phase` column once phases are assigned), eval pairs and test pairs, and where they came from.
+
+    A directory made by `tickettune pairs` also gives the representative test pairs and each split's tickets
+    (text, group): train tickets for the group losses, eval tickets for retrieval during training, test
+    tickets for retrieval at the end. `test_name` says what the test pairs are ("hard" from `pairs`).
+    """
 
     train: pd.DataFrame
     eval: pd.DataFrame
     test: pd.DataFrame
     source: str = ""
+    test_name: str = "test"
+    representative: pd.DataFrame | None = None
+    tickets: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def test_sets(self) -> TestSets:
+        pairs = {self.test_name: self.test}
+        if self.representative is not None:
+            pairs["representative"] = self.representative
+        return TestSets(self.tickets.get("test"), pairs)
+
+    def masked(self) -> "TrainingPairs":
+        """A copy with personal data masked in every text (pii.mask_pii)."""
+        from .pii import mask_pair_texts
+
+        return replace(self, train=mask_pair_texts(self.train), eval=mask_pair_texts(self.eval),
+                       test=mask_pair_texts(self.test),
+                       representative=None if self.representative is None else mask_pair_texts(self.representative),
+                       tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()})
 
 
 @dataclass
@@ -79,7 +104,8 @@ class TrainResult:
     log: dict[str, Any]
     config: TrainConfig
     files: list[str] = field(default_factory=list)
-    test_scores: np.ndarray | None = None  # the tuned model's cosine per test pair, for comparing runs pair by pair
+    # The tuned model's cosine per pair of each test pair set, for comparing runs pair by pair.
+    test_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
@@ -97,7 +123,33 @@ def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | Non
         raise UserError("no training pairs given; pass --pairs DIR or --train FILE --eval FILE --test FILE")
     if missing:
         raise UserError(f"missing {', '.join(missing)}: training needs train, eval and test pairs (or --pairs DIR)")
-    return TrainingPairs(*(read_pairs(f) for f in files), source=str(pairs_dir or files[0]))
+    pairs = TrainingPairs(*(read_pairs(f) for f in files), source=str(pairs_dir or files[0]))
+    if pairs_dir is None:
+        return pairs
+    folder = Path(pairs_dir)
+    representative, tickets, test_name = read_pair_dir_extras(folder)
+    return replace(pairs, representative=representative, tickets=tickets, test_name=test_name)
+
+
+def pairs_from_tickets(path: str | Path, group_by: str | None, text_columns: list[str] | None,
+                       config: TrainConfig):
+    """`train --tickets`: the split, held-out tickets and test pairs `tickettune pairs` would make (its defaults,
+    config.seed), as TrainingPairs and the PairSet to write beside the run. Group losses need no model-scored
+    curriculum pairs, so their pairs' difficulty is lexical (TF-IDF) and no model is loaded for it."""
+    from .pairs import PairOptions, build_pairs
+    from .tickets import read_tickets
+
+    frame = read_tickets(path, text_columns, group_by, mask_pii=config.mask_pii)
+    options = PairOptions(seed=config.seed, model=config.model_name,
+                          difficulty="tfidf" if config.loss in GROUP_LOSSES else "model")
+    pairset = build_pairs(frame, options)
+    return from_pairset(pairset, str(path)), pairset
+
+
+def from_pairset(pairset, source: str) -> TrainingPairs:
+    """TrainingPairs from a `pairs.PairSet` made in memory: its test pairs are the hard ones."""
+    return TrainingPairs(pairset.train, pairset.eval, pairset.test, source, "hard", pairset.representative,
+                         pairset.tickets)
 
 
 def difficulty_phases(pairs: pd.DataFrame, model, seed: int) -> np.ndarray:
@@ -143,8 +195,12 @@ def phase_epochs(pairs: pd.DataFrame, config: TrainConfig) -> dict[str, float]:
 
 
 def check_leakage(pairs: TrainingPairs, action: str = "train") -> None:
-    """Refuse test texts that also occur in the training pairs (compared case- and space-insensitively)."""
-    leakage.check_leakage(leakage.fingerprints(pairs.train), pairs.test, action)
+    """Refuse test texts (pairs and tickets) that also occur in the training pairs or tickets (compared case- and
+    space-insensitively)."""
+    training = leakage.fingerprints(pairs.train) | leakage.fingerprints(pairs.tickets.get("train", pd.DataFrame()))
+    test_sets = pairs.test_sets()
+    tested = pd.concat(list(test_sets.pairs.values()) + ([] if test_sets.tickets is None else [test_sets.tickets]))
+    leakage.check_leakage(training, tested, action)
 
 
 def lora_targets(model) -> list[str]:
@@ -195,16 +251,20 @@ def report_targets(report_to: str) -> list[str]:
 
 
 class PairEvaluator(BaseEvaluator):
-    """Scores eval pairs by cosine (each distinct text encoded once) with evaluate.compute_metrics.
+    """Scores eval pairs by cosine (each distinct text encoded once) with evaluate.compute_metrics, and, given eval
+    tickets, searches them (retrieval.py): each query ticket against all of them.
 
-    Called by the trainer with the model; returns the EVAL_KEYS metrics (the trainer prefixes them
-    with "eval_"); `primary_metric` names the one that picks the best weights.
+    Called by the trainer with the model; returns the EVAL_KEYS metrics, and RETRIEVAL_KEYS with tickets (the
+    trainer prefixes them with "eval_"); `primary_metric` names the one that picks the best weights.
     """
 
-    def __init__(self, pairs: pd.DataFrame, metric: str, folds: int, seed: int) -> None:
+    def __init__(self, pairs: pd.DataFrame, metric: str, folds: int, seed: int, tickets: pd.DataFrame | None = None,
+                 queries: int | None = None) -> None:
         super().__init__()
         self.pairs = pairs.reset_index(drop=True)
         self.labels = self.pairs["label"].to_numpy(float)
+        self.tickets = None if tickets is None else tickets.reset_index(drop=True)
+        self.queries = None if tickets is None else query_rows(self.tickets["group"], queries, seed)
         self.primary_metric = metric
         self.folds = folds
         self.seed = seed
@@ -213,12 +273,25 @@ class PairEvaluator(BaseEvaluator):
     def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
         start = time.perf_counter()
         metrics = compute_metrics(self.labels, pair_scores(model, self.pairs), self.folds, self.seed)
+        found = {key: float(metrics[key]) for key in EVAL_KEYS}
+        if self.tickets is not None and len(self.queries):
+            per_query = retrieval_scores(model, self.tickets, self.queries)
+            found.update({key: float(np.mean(per_query[key])) for key in RETRIEVAL_KEYS})
         self.seconds += time.perf_counter() - start
-        return {key: float(metrics[key]) for key in EVAL_KEYS}
+        return found
 
     def check(self) -> None:
         """Refuse an eval set on which the chosen metric is undefined (one class, or one label value)."""
         y = self.labels >= SIMILAR
+        if self.primary_metric in RETRIEVAL_KEYS:
+            if self.tickets is None:
+                raise UserError(f"eval_metric {self.primary_metric} searches the eval tickets, and there are none; build "
+                                "the pairs with `tickettune pairs` (it writes eval_tickets.jsonl) or choose eval_metric="
+                                "spearman")
+            if not len(self.queries):
+                raise UserError(f"eval_metric {self.primary_metric}: no eval ticket shares its group with another, so "
+                                "there is nothing to find; use more eval tickets or eval_metric=spearman")
+            return
         if self.primary_metric == "spearman" and np.ptp(self.labels) == 0:
             raise UserError("the eval pairs all have the same label, so Spearman is undefined; use eval pairs with varied labels")
         if self.primary_metric != "spearman" and (y.all() or not y.any()):
@@ -272,6 +345,69 @@ class BestModel:
         with torch.no_grad():
             for name, value in self.weights.items():
                 params[name].copy_(value.to(params[name].device))
+
+
+class UpdateScaler:
+    """Scales what training learned: weights = untuned + s x (trained - untuned), WiSE-FT style.
+
+    With LoRA the update is (alpha / r) B A, so scaling B scales it exactly; a full fine-tune interpolates
+    every weight between its untuned copy (kept from the start) and the trained one. Scale 0 is the untuned
+    model, 1 the trained one; in between keeps some of the untuned model's general similarity.
+    """
+
+    def __init__(self, model, lora: bool) -> None:
+        # A LoRA update starts from B = 0; only a full fine-tune needs the untuned weights kept.
+        self.untuned = {} if lora else {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()}
+        self.trained: dict[str, torch.Tensor] = {}
+
+    def _targets(self, model):
+        lora = [(n, p) for n, p in model.named_parameters() if "lora_B" in n]
+        return lora or [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def capture(self, model) -> None:
+        self.trained = {n: p.detach().to("cpu", copy=True) for n, p in self._targets(model)}
+
+    def apply(self, model, scale: float) -> None:
+        with torch.no_grad():
+            for name, param in self._targets(model):
+                trained = self.trained[name]
+                start = torch.zeros_like(trained) if "lora_B" in name else self.untuned[name]
+                param.copy_((start + scale * (trained - start)).to(param.device))
+
+
+def choose_update_scale(model, scaler: UpdateScaler, config: TrainConfig, evaluator: PairEvaluator,
+                        log: dict[str, Any], show: bool) -> dict[str, Any] | None:
+    """Try each of config.update_scales on the eval set and keep the best by eval_metric (the smaller scale on a
+    tie: it keeps more of the untuned model). Returns the scores per scale and the choice, or None when there is
+    nothing to choose (one scale, or the untuned weights were kept)."""
+    if config.update_scales == [1.0] or log["best"]["step"] in (0, None):
+        return None
+    scaler.capture(model)
+    known = {1.0: log["best"]["value"]}
+    start = next((e for e in log["evals"] if e["step"] == 0), None)
+    if start is not None and start.get(config.eval_metric) is not None:
+        known[0.0] = start[config.eval_metric]
+    values = {}
+    for scale in config.update_scales:
+        if scale not in known:
+            scaler.apply(model, scale)
+            known[scale] = evaluator(model)[config.eval_metric]
+        values[scale] = float(known[scale])
+    chosen = max(values, key=lambda s: (values[s], -s))
+    scaler.apply(model, chosen)
+    if show:
+        _say(f"update scale (WiSE-FT) on eval {config.eval_metric}: "
+             + ", ".join(f"{s:g} -> {v:.4f}" for s, v in values.items()) + f"; kept {chosen:g}")
+    return {"chosen": chosen, "eval": {f"{s:g}": v for s, v in values.items()}, "metric": config.eval_metric}
+
+
+def guide_model(config: TrainConfig):
+    """group_gist's guide: the untuned model, which decides which in-batch negatives are too close to count."""
+    if config.loss != "group_gist":
+        return None
+    from .models import load_model
+
+    return load_model(config.model_name, config.max_seq_length)
 
 
 def _say(message: str) -> None:
@@ -367,7 +503,7 @@ class PhaseCallback(TrainerCallback):
 class StopCallback(TrainerCallback):
     """Hands each evaluation after a training step to `on_evaluate(step, metrics)`; True stops training there.
 
-    `metrics` holds the EVAL_KEYS without the trainer's "eval_" prefix. The function runs on rank 0
+    `metrics` holds the EVAL_KEYS (and RETRIEVAL_KEYS with eval tickets) without the trainer's "eval_" prefix. The function runs on rank 0
     only and its answer is broadcast, so every process of a torchrun job stops at the same step.
     """
 
@@ -380,7 +516,7 @@ class StopCallback(TrainerCallback):
             return
         stop = False
         if state.is_world_process_zero:
-            found = {key: metrics[f"eval_{key}"] for key in EVAL_KEYS if f"eval_{key}" in (metrics or {})}
+            found = {key: metrics[f"eval_{key}"] for key in EVAL_KEYS + RETRIEVAL_KEYS if f"eval_{key}" in (metrics or {})}
             stop = bool(self.hook(state.global_step, found))
         if args.world_size > 1:
             decision = [stop]
@@ -405,7 +541,7 @@ def training_log(history: list[dict[str, Any]], plan: Plan, best: BestModel, met
             steps.append(row)
         elif f"eval_{metric}" in entry:
             evals.append({"step": entry["step"], "phase": phase_of(entry["step"]) if entry["step"] else "start",
-                          **{k: entry.get(f"eval_{k}") for k in EVAL_KEYS}})
+                          **{k: entry[f"eval_{k}"] for k in EVAL_KEYS + RETRIEVAL_KEYS if f"eval_{k}" in entry}})
     return {
         "phases": [{"name": p.name, "start_step": p.start_step, "end_step": p.end_step, "epochs": p.epochs,
                     "pairs": p.pairs} for p in plan.phases],
@@ -442,7 +578,7 @@ def card_section(config: TrainConfig, log: dict[str, Any], metrics: dict[str, An
               f"{best['step']})", "", "| Phase | Steps | Epochs | Pairs |", "|---|---|---:|---:|"]
     lines += [f"| {p['name']} | {p['start_step'] + 1}-{p['end_step']} | {p['epochs']:g} | {p['pairs']} |"
               for p in log["phases"]]
-    lines += ["", "### Test pairs: tuned vs untuned", "", markdown_table(metrics), ""]
+    lines += ["", "### Tuned vs untuned on held-out data", "", markdown_tables(metrics, level="####"), ""]
     return "\n".join(lines)
 
 
@@ -453,7 +589,7 @@ def _dataset(frame: pd.DataFrame, columns: list[str]):
     return Dataset.from_dict(data)
 
 
-def _row_lengths(model, frame: pd.DataFrame, columns: list[str], limit: int) -> np.ndarray:
+def row_lengths(model, frame: pd.DataFrame, columns: list[str], limit: int) -> np.ndarray:
     """Token count of each row's longest text (capped at max_seq_length), each distinct text tokenized once."""
     texts = [c for c in columns if c != "label"]
     unique = sorted(set().union(*(frame[c] for c in texts)))
@@ -461,14 +597,15 @@ def _row_lengths(model, frame: pd.DataFrame, columns: list[str], limit: int) -> 
     return np.array([max(counts[t] for t in row) for row in frame[texts].itertuples(index=False)])
 
 
-def _plan(frame: pd.DataFrame, columns: list[str], epochs: dict[str, float], config: TrainConfig, model,
-          world_size: int) -> Plan:
+def plan_rows(frame: pd.DataFrame, columns: list[str], epochs: dict[str, float], config: TrainConfig, model,
+              world_size: int) -> Plan:
+    """The batches of pair rows for every phase (schedule.plan_batches), length-grouped when configured."""
     rows = {name: np.flatnonzero(frame["phase"].to_numpy() == name) for name in epochs}
     texts = None
     if config.loss in IN_BATCH_NEGATIVES:
         text_columns = [c for c in columns if c != "label"]
         texts = [tuple(row) for row in frame[text_columns].itertuples(index=False)]
-    lengths = _row_lengths(model, frame, columns, config.max_seq_length) if config.length_grouped_batches else None
+    lengths = row_lengths(model, frame, columns, config.max_seq_length) if config.length_grouped_batches else None
     return plan_batches(rows, epochs, config.batch_size, config.seed, config.curriculum, world_size,
                         config.gradient_accumulation_steps, lengths, texts)
 
@@ -515,8 +652,49 @@ def _training_args(config: TrainConfig, plan: Plan, work: Path, eval_on_start: b
     )
 
 
-def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str):
-    """What `train` and `estimate` both need: the model, the phased train pairs, epochs, evaluator and loss columns."""
+@dataclass
+class PreparedRun:
+    """What `train` and `estimate` both need before LoRA is added: the untuned model, the phased train pairs, the
+    evaluator, and the planned batches over the rows (`frame`, its loss `columns`) the loss trains on."""
+
+    model: Any
+    train_pairs: pd.DataFrame
+    evaluator: PairEvaluator
+    frame: pd.DataFrame
+    columns: list[str]
+    plan: Plan
+
+
+def _eval_tickets(pairs: TrainingPairs, config: TrainConfig) -> pd.DataFrame | None:
+    tickets = pairs.tickets.get("eval")
+    if tickets is None or config.eval_tickets is None or config.eval_tickets >= len(tickets):
+        return tickets
+    rows = np.random.default_rng(config.seed).choice(len(tickets), config.eval_tickets, replace=False)
+    return tickets.iloc[np.sort(rows)]
+
+
+def _group_rows(config: TrainConfig, pairs: TrainingPairs, model, world_size: int) -> tuple[pd.DataFrame, list[str], Plan]:
+    """Group losses: the planned batches of train tickets (groups.py) as rows in batch order."""
+    if "train" not in pairs.tickets:
+        raise UserError(f"loss {config.loss} trains on tickets and their groups, and {pairs.source or 'the pairs'} has "
+                        "none; build the pairs with `tickettune pairs` (it writes train_tickets.jsonl) or train with "
+                        "--tickets FILE --group-by COLUMN")
+    epochs = dict(zip(PHASES, config.phase_epochs))
+    if len(config.phase_epochs) > len(PHASES):
+        raise UserError(f"phase_epochs lists {len(config.phase_epochs)} numbers; group training has {len(PHASES)} phases "
+                        f"({', '.join(PHASES)}): random batches, then mixed, then batches of confusable tickets")
+    pool = GroupPool.from_tickets(pairs.tickets["train"], config.max_train_tickets, config.seed)
+    hard = any(HARD_SHARE[name] > 0 and e > 0 for name, e in epochs.items())
+    if hard:  # the untuned model's view of the pool, to draw confusable tickets together
+        pool.vectors = model.encode(list(pool.text), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    one_per_group = config.loss in ONE_PER_GROUP
+    frame, plan = plan_group_batches(pool, epochs, config.batch_size, config.groups_per_batch, one_per_group,
+                                     config.seed, config.curriculum, world_size, config.gradient_accumulation_steps)
+    return frame, (["anchor", "positive"] if one_per_group else ["text", "label"]), plan
+
+
+def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str, world_size: int = 1) -> PreparedRun:
+    """What `train` and `estimate` both need (see PreparedRun), from the untuned model."""
     from .models import load_model
 
     model = load_model(config.model_name, config.max_seq_length)
@@ -524,13 +702,18 @@ def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str):
     if positions is not None and config.max_seq_length > positions:
         raise UserError(f"max_seq_length {config.max_seq_length} exceeds the {positions} positions of {config.model_name}; "
                         f"set --set max_seq_length={positions} or lower")
+    evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
+                              config.eval_metric, config.threshold_cv_folds, config.seed, _eval_tickets(pairs, config),
+                              config.retrieval_queries)
+    evaluator.check()
+    if config.loss in GROUP_LOSSES:
+        frame, columns, plan = _group_rows(config, pairs, model, world_size)
+        return PreparedRun(model, pairs.train, evaluator, frame, columns, plan)
     train_pairs = assign_phases(pairs.train, phases, model, config.seed)
     epochs = phase_epochs(train_pairs, config)
-    evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
-                              config.eval_metric, config.threshold_cv_folds, config.seed)
-    evaluator.check()
     frame, columns = loss_columns(train_pairs, config)
-    return model, train_pairs, epochs, evaluator, frame, columns
+    return PreparedRun(model, train_pairs, evaluator, frame, columns,
+                       plan_rows(frame, columns, epochs, config, model, world_size))
 
 
 def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
@@ -554,10 +737,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     check_output_dir(out, overwrite)
     pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
     if config.mask_pii:  # before anything reads, stores or shows a text
-        from .pii import mask_pair_texts
-
-        pairs = TrainingPairs(mask_pair_texts(pairs.train), mask_pair_texts(pairs.eval), mask_pair_texts(pairs.test),
-                              pairs.source)
+        pairs = pairs.masked()
     if merge and not config.use_lora:
         raise UserError("--merge folds a LoRA adapter into the model, but use_lora is false (the model is already full)")
     if not allow_leakage:
@@ -565,17 +745,18 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     show = show_progress and rank == 0
 
-    model, train_pairs, epochs, evaluator, frame, columns = prepare_run(config, pairs, phases)
+    run = prepare_run(config, pairs, phases, world_size)
+    model, evaluator, frame, columns, plan = run.model, run.evaluator, run.frame, run.columns, run.plan
     work = partial_dir(out)
     fingerprint = run_fingerprint(config, frame, world_size)
     checkpoint = prepare_workdir(work, fingerprint, resume, overwrite)
 
     transformers.set_seed(config.seed)  # LoRA's initial weights
+    untuned = UpdateScaler(model, config.use_lora)
     if config.use_lora:
         trainable, total = add_lora(model, config)
     else:
         trainable, total = _parameter_counts(model)
-    plan = _plan(frame, columns, epochs, config, model, world_size)
     if show:
         _say(_announcement(config, plan, trainable, total, checkpoint))
 
@@ -594,7 +775,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
         best.load(checkpoint)
     stopper = StopCallback(on_evaluate) if on_evaluate is not None else None
     trainer = CurriculumTrainer(
-        model=model, args=args, train_dataset=_dataset(frame, columns), loss=build_loss(config, model),
+        model=model, args=args, train_dataset=_dataset(frame, columns), loss=build_loss(config, model, guide_model(config)),
         evaluator=evaluator, lr_function=lr_lambda(plan, config.scheduler, config.warmup_steps, config.warmup_ratio,
                                                    config.schedule_per_phase),
         best=best, callbacks=[PhaseCallback(plan, best, config.eval_metric, show)] + ([stopper] if stopper else []))
@@ -613,7 +794,8 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
     log.update(train_seconds=round(seconds, 2), pairs_per_second=round(plan.pairs_from(first_step) / max(seconds, 1e-9), 2),
                restored="best" if config.save_best_model else "last", world_size=world_size,
-               stopped_at_step=stopper.stopped_at if stopper else None)
+               stopped_at_step=stopper.stopped_at if stopper else None,
+               update_scale=choose_update_scale(model, untuned, config, evaluator, log, show))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Leave the process group together: a rank that exits while others still hold it aborts
         # in gloo's threads ("terminate called without an active exception").
@@ -622,47 +804,57 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     if rank != 0:
         return TrainResult(out, {}, log, config)
     # The report's per-phase statistics need the phases training used, also when they were assigned here.
-    return _write_outputs(model, config, replace(pairs, train=train_pairs), log, out, overwrite, merge, show)
+    trained = frame if config.loss in GROUP_LOSSES else run.train_pairs
+    return _write_outputs(model, config, replace(pairs, train=run.train_pairs), trained, log, out, overwrite, merge, show)
 
 
-def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, log: dict[str, Any], out: Path,
-                   overwrite: bool, merge: bool, show: bool) -> TrainResult:
-    """Rank 0 after training: model, config, log and test metrics into the run folder, then move it to OUT."""
+def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd.DataFrame, log: dict[str, Any],
+                   out: Path, overwrite: bool, merge: bool, show: bool) -> TrainResult:
+    """Rank 0 after training: model, config, log and test metrics into the run folder, then move it to OUT.
+    `trained` holds the rows the loss trained on; their texts' fingerprints go with the model."""
     from .export import adapter_folder, merge_adapter
     from .models import load_model
 
+    sets = pairs.test_sets()
     if show:
+        scored = ([f"{len(sets.tickets)} test tickets"] if sets.tickets is not None else []) \
+            + [f"{len(frame)} {name} pairs" for name, frame in sets.pairs.items()]
         _say(f"restored the {log['restored']} weights (eval {config.eval_metric} {fmt(log['best']['value'])} at step "
-             f"{log['best']['step']}); scoring {len(pairs.test)} test pairs")
+             f"{log['best']['step']}); scoring {', '.join(scored)}")
         if log["restored"] == "best" and log["best"]["step"] == 0:
-            _say("note: no training step beat the untuned model on the eval pairs, so the saved model equals it; "
-                 "try another lr, loss or more epochs")
-    tuned = pair_scores(model, pairs.test)
-    base = pair_scores(load_model(config.model_name, config.max_seq_length), pairs.test)
-    metrics = compare(pairs.test["label"].to_numpy(float), tuned, base, config.threshold_cv_folds,
-                      config.bootstrap_resamples, config.seed)
+            _say(f"note: no training step beat the untuned model on eval {config.eval_metric}, so the saved model "
+                 "equals it; try another lr, loss or more epochs")
+    base = load_model(config.model_name, config.max_seq_length)
+    metrics, scores = judge(model, base, sets, config.retrieval_queries, config.threshold_cv_folds,
+                            config.bootstrap_resamples, config.seed)
+    del base
     model.model_card_data.add_tags(["tickettune", "curriculum-learning"] + (["lora"] if config.use_lora else []))
     with atomic_output_dir(out, overwrite=overwrite, keep_on_error=True) as folder:
         model.save_pretrained(str(folder / "model"))
-        leakage.write_training_texts(folder / "model", pairs.train)
+        leakage.write_training_texts(folder / "model", trained)
         with open(folder / "model" / "README.md", "a", encoding="utf-8") as card:
             card.write(card_section(config, log, metrics, pairs.source))
         if merge:
             merged = load_model(str(folder / "model"))
             merge_adapter(merged, adapter_folder(folder / "model"))
             merged.save_pretrained(str(folder / "model-merged"))
-            leakage.write_training_texts(folder / "model-merged", pairs.train)
+            leakage.write_training_texts(folder / "model-merged", trained)
         dump_config(config.model_copy(update={"output_dir": str(out)}), folder / "config.yaml")
         write_training_log(log, folder)
         write_json(folder / "metrics.json", metrics)
+        headline = sets.headline
         details = {"base model": config.model_name, "recipe": f"{config.loss} loss, lr {config.lr:g}, "
                    f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, epochs "
                    + "/".join(f"{e:g}" for e in config.phase_epochs), "pairs": pairs.source or "-",
-                   "test pairs": len(pairs.test), "training time": f"{log['train_seconds']:.0f} s "
-                   f"({log['pairs_per_second']:.1f} pairs/s)"}
-        write_report(folder, training_report(metrics, log, pairs.test, {"model": tuned, "baseline": base}, pairs.train,
-                                             f"tickettune: {Path(config.model_name).name} fine-tuned vs untuned", details))
+                   "test sets": ", ".join(f"{name} ({len(frame)})" for name, frame in
+                                          ([("tickets", sets.tickets)] if sets.tickets is not None else [])
+                                          + list(sets.pairs.items())),
+                   "training time": f"{log['train_seconds']:.0f} s ({log['pairs_per_second']:.1f} rows/s)"}
+        if log.get("update_scale"):
+            details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {config.eval_metric})"
+        write_report(folder, training_report(metrics, log, sets.pairs[headline], scores[headline],
+                                             trained if config.loss in GROUP_LOSSES else pairs.train, f"tickettune: {Path(config.model_name).name} fine-tuned vs untuned", details))
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         (folder / RUN_FILE).unlink(missing_ok=True)
         files = sorted(p.name for p in folder.iterdir())
-    return TrainResult(out, metrics, log, config, files, tuned)
+    return TrainResult(out, metrics, log, config, files, {name: s["model"] for name, s in scores.items()})
