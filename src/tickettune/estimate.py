@@ -28,7 +28,8 @@ from .config import TrainConfig
 from .errors import UserError
 from .losses import build_loss
 from .schedule import Plan
-from .train import TrainingPairs, _dataset, _training_args, add_lora, guide_model, prepare_run, row_lengths
+from .train import (TrainingPairs, add_lora, guide_model, prepare_run, row_lengths, training_arguments,
+                    training_dataset)
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ def time_steps(config: TrainConfig, model, frame, columns: list[str], plan: Plan
     quiet = config.model_copy(update={"eval_steps": None, "save_steps": None, "report_to": "none"})
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        args = _training_args(quiet, Plan(micro, [], accumulation=plan.accumulation), Path(tmp), eval_on_start=False)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_dataset(frame, columns),
+        args = training_arguments(quiet, Plan(micro, [], accumulation=plan.accumulation), Path(tmp), eval_on_start=False)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=training_dataset(frame, columns),
                                              loss=build_loss(config, model, guide_model(config)), callbacks=[timer])
         trainer.remove_callback(PrinterCallback)
         trainer.train()

@@ -233,7 +233,8 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
           seed: int = 0, batch_size: int = 64, show_progress: bool = False
           ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Score `model` (and `baseline`, loaded models or None) on every set; returns each set's
-    `{"model", "baseline", "change"}` result by name (retrieval first) and each pair set's raw scores."""
+    `{"model", "baseline", "change"}` result by name (retrieval first) and the raw scores behind them by set and
+    side: each pair's cosine, and for retrieval each query's metrics (for comparing runs query by query)."""
     results: dict[str, dict[str, Any]] = {}
     scores: dict[str, dict[str, np.ndarray]] = {}
     if sets.tickets is not None:
@@ -243,6 +244,7 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
                          for side, m in (("model", model), ("baseline", baseline)) if m is not None}
             results["retrieval"] = compare_retrieval(per_query["model"], per_query.get("baseline"), len(sets.tickets),
                                                      resamples, seed)
+            scores["retrieval"] = per_query
     for name, pairs in sets.pairs.items():
         scores[name] = {side: pair_scores(m, pairs, batch_size, show_progress)
                         for side, m in (("model", model), ("baseline", baseline)) if m is not None}

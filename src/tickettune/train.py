@@ -104,8 +104,9 @@ class TrainResult:
     log: dict[str, Any]
     config: TrainConfig
     files: list[str] = field(default_factory=list)
-    # The tuned model's cosine per pair of each test pair set, for comparing runs pair by pair.
-    test_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    # The tuned model's cosine per pair of each test pair set, and its metrics per retrieval query, for comparing
+    # runs pair by pair and query by query.
+    test_scores: dict[str, Any] = field(default_factory=dict)
 
 
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
@@ -582,7 +583,8 @@ def card_section(config: TrainConfig, log: dict[str, Any], metrics: dict[str, An
     return "\n".join(lines)
 
 
-def _dataset(frame: pd.DataFrame, columns: list[str]):
+def training_dataset(frame: pd.DataFrame, columns: list[str]):
+    """The rows a loss trains on as a datasets.Dataset of its columns, in order (labels as float32)."""
     from datasets import Dataset
 
     data = {c: frame[c].astype("float32" if c == "label" else str).tolist() for c in columns}
@@ -620,7 +622,8 @@ def _announcement(config: TrainConfig, plan: Plan, trainable: int, total: int, c
             + (f"; resuming from {checkpoint.name}" if checkpoint else ""))
 
 
-def _training_args(config: TrainConfig, plan: Plan, work: Path, eval_on_start: bool):
+def training_arguments(config: TrainConfig, plan: Plan, work: Path, eval_on_start: bool):
+    """The trainer's arguments for a planned run: the plan's batches, checkpoints under work/, no own schedule."""
     saving = {"save_strategy": "steps", "save_steps": config.save_steps} if config.save_steps else {"save_strategy": "no"}
     return SentenceTransformerTrainingArguments(
         output_dir=str(work / CHECKPOINTS),
@@ -762,7 +765,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
 
     # Creating the arguments joins the torchrun process group, so every process has checked the
     # run folder above before rank 0 changes it here.
-    args = _training_args(config, plan, work, eval_on_start=checkpoint is None)
+    args = training_arguments(config, plan, work, eval_on_start=checkpoint is None)
     with args.main_process_first(desc="prepare the run folder", local=False):
         if rank == 0:
             if checkpoint is None and work.exists():
@@ -775,7 +778,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
         best.load(checkpoint)
     stopper = StopCallback(on_evaluate) if on_evaluate is not None else None
     trainer = CurriculumTrainer(
-        model=model, args=args, train_dataset=_dataset(frame, columns), loss=build_loss(config, model, guide_model(config)),
+        model=model, args=args, train_dataset=training_dataset(frame, columns), loss=build_loss(config, model, guide_model(config)),
         evaluator=evaluator, lr_function=lr_lambda(plan, config.scheduler, config.warmup_steps, config.warmup_ratio,
                                                    config.schedule_per_phase),
         best=best, callbacks=[PhaseCallback(plan, best, config.eval_metric, show)] + ([stopper] if stopper else []))
