@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from tickettune.evaluate import pair_scores
+from tickettune.similarity import pair_scores
 from tickettune.export import export_model
 from tickettune.pairs_io import read_pairs
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402
 
 from tickettune.config import resolve_config  # noqa: E402
-from tickettune.evaluate import pair_scores, paired_bootstrap_ci, roc_auc_of, spearman_of  # noqa: E402
+from tickettune.evaluate import paired_bootstrap_ci, roc_auc_of, spearman_of  # noqa: E402
+from tickettune.similarity import pair_scores  # noqa: E402
 from tickettune.models import load_model  # noqa: E402
 from tickettune.pairs import PairOptions, build_pairs  # noqa: E402
 from tickettune.pairs_io import read_pairs  # noqa: E402

@@ -71,7 +71,8 @@ def arm_config(settings: dict, seed: int, arm: str):
 
 
 def test_spearman(model, pairs) -> float:
-    from tickettune.evaluate import compute_metrics, pair_scores
+    from tickettune.evaluate import compute_metrics
+    from tickettune.similarity import pair_scores
 
     return compute_metrics(pairs.test["label"].to_numpy(float), pair_scores(model, pairs.test))["spearman"]
 
@@ -124,7 +125,8 @@ def eval_arm(settings: dict, pairs) -> dict:
     """Score the test pairs with the untuned model: pair_scores vs EmbeddingSimilarityEvaluator, best of N runs each."""
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
-    from tickettune.evaluate import compute_metrics, pair_scores
+    from tickettune.evaluate import compute_metrics
+    from tickettune.similarity import pair_scores
     from tickettune.models import load_model
 
     model = load_model(settings["model"], settings["max_seq_length"])

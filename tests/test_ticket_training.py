@@ -101,7 +101,7 @@ def test_other_group_losses_train(tiny_model, sample_pairs, tmp_path, loss):
 
 
 def test_update_scale_zero_is_the_untuned_model(tiny_model, sample_pairs, tmp_path):
-    from tickettune.evaluate import pair_scores
+    from tickettune.similarity import pair_scores
     from tickettune.models import load_model
     from tickettune.train import UpdateScaler, add_lora
 

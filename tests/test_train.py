@@ -340,7 +340,7 @@ def test_mask_pii_config_masks_every_text_before_training_and_reports(tiny_model
 
 
 def test_difficulty_phases_are_terciles_of_the_base_models_difficulty(tiny_model, pairs_dir):
-    from tickettune.evaluate import pair_scores
+    from tickettune.similarity import pair_scores
     from tickettune.models import load_model
     from tickettune.pairs import pair_difficulty
 
@@ -379,7 +379,8 @@ def test_cli_refuses_bad_requests_with_one_line(tiny_model, pairs_dir, tmp_path,
 def test_out_has_every_file_and_the_best_checkpoint_is_restored(reference, pairs_dir, tiny_model):
     from sentence_transformers import SentenceTransformer
 
-    from tickettune.evaluate import compute_metrics, pair_scores
+    from tickettune.evaluate import compute_metrics
+    from tickettune.similarity import pair_scores
 
     out = reference.out
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "figures", "metrics.json", "model", "model-merged",

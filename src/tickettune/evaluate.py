@@ -1,6 +1,6 @@
 """Score pairs with a model and compare it with a baseline: correlation, ranking, and a deployable threshold.
 
-Labels >= 0.5 count as similar for the binary metrics. The F1 threshold is chosen by k-fold
+Labels >= similarity.SIMILAR (0.5) count as similar for the binary metrics. The F1 threshold is chosen by k-fold
 cross-validation so that the reported F1 is not measured on the pairs that picked it.
 """
 
@@ -18,29 +18,10 @@ from sklearn.metrics import average_precision_score
 
 from .errors import UserError
 from .retrieval import compare_retrieval, corpus_metrics, query_rows
+from .similarity import binary, encode_texts, pair_scores
 
 METRIC_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv", "f1_cv_std", "precision_cv",
                "recall_cv", "accuracy_cv", "threshold", "n_pairs")
-
-
-def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> dict[str, np.ndarray]:
-    """Unit-length embeddings of each distinct text, encoded once (tickets recur across pairs)."""
-    unique = sorted(set(texts))
-    vectors = model.encode(unique, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                           show_progress_bar=show_progress)
-    return dict(zip(unique, vectors))
-
-
-def pair_scores(model, pairs: pd.DataFrame, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
-    """Cosine similarity of each pair's two texts."""
-    vectors = encode_texts(model, list(pairs["text1"]) + list(pairs["text2"]), batch_size, show_progress)
-    a = np.stack([vectors[t] for t in pairs["text1"]])
-    b = np.stack([vectors[t] for t in pairs["text2"]])
-    return np.einsum("ij,ij->i", a, b).astype(np.float64)
-
-
-def binary(labels: np.ndarray) -> np.ndarray:
-    return (np.asarray(labels, dtype=float) >= 0.5).astype(int)
 
 
 def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -193,17 +174,13 @@ def evaluate_pairs(pairs: pd.DataFrame, model_name: str, baseline_name: str | No
     return results["test"], scores["test"]
 
 
-SET_TITLES = {
-    "retrieval": "Retrieval on held-out tickets",
-    "representative": "Representative pairs",
-    "test": "Test pairs",
-    "hard": "Hard pairs (stress test)",
-}
+# The sets a model is judged on, in the order they are shown: what search does first, the stress test last.
+SET_ORDER = ("retrieval", "representative", "test", "hard")
 
 
 @dataclass
 class TestSets:
-    """What a model is judged on: held-out tickets for retrieval, and pair sets by name in SET_TITLES order.
+    """What a model is judged on: held-out tickets for retrieval, and pair sets by name in SET_ORDER.
 
     `tickets` has `text` and `group` columns: every ticket is the corpus, tickets whose group has another member
     are queries, the other members of its group are what it should find. Pair sets are `representative` (drawn
@@ -214,7 +191,7 @@ class TestSets:
     pairs: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.pairs = {name: self.pairs[name] for name in SET_TITLES if name in self.pairs}
+        self.pairs = {name: self.pairs[name] for name in SET_ORDER if name in self.pairs}
 
     @property
     def headline(self) -> str | None:
@@ -251,15 +228,6 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
         results[name] = compare(pairs["label"].to_numpy(float), scores[name]["model"], scores[name].get("baseline"),
                                 folds, resamples, seed)
     return results, scores
-
-
-def deployable_threshold(results: dict[str, dict[str, Any]]) -> float | None:
-    """The tuned model's F1-best threshold on the first pair set of a `judge` result (None without one)."""
-    for name, result in results.items():
-        if name != "retrieval" and "threshold" in result.get("model", {}):
-            value = result["model"]["threshold"]
-            return None if value is None or math.isnan(value) else float(value)
-    return None
 
 
 def test_sets_from(pairs: str | Path | None = None, tickets: pd.DataFrame | None = None) -> TestSets:

@@ -18,8 +18,8 @@ from torch import nn
 
 from .config import GROUP_LOSSES, TrainConfig
 from .errors import UserError
+from .similarity import SIMILAR
 
-SIMILAR = 0.5
 PAIR_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
 # Losses that treat the other rows of a batch as negatives: a repeated text would be a false negative.
 IN_BATCH_NEGATIVES = ("mnrl", "triplet", "hybrid")

@@ -145,7 +145,7 @@ def embed(texts: Sequence[str], method: str = "model", model=DEFAULT_MODEL):
     a folder or a loaded SentenceTransformer, truncated to DIFFICULTY_MAX_SEQ tokens); "tfidf" needs no model."""
     if method == "tfidf":
         return tfidf_vectors(texts)
-    from .evaluate import encode_texts
+    from .similarity import encode_texts
     from .models import load_model
 
     if isinstance(model, (str, Path)):

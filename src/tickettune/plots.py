@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .evaluate import binary
+from .similarity import binary
 
 COLOURS = {"baseline": "#8c8c8c", "model": "#1f6fb4"}
 NAMES = {"baseline": "baseline (untuned)", "model": "fine-tuned"}

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from .evaluate import SET_TITLES, binary
+from .similarity import binary
 
 ROWS = (
     ("Spearman", "spearman"),
@@ -27,6 +27,12 @@ ROWS = (
     ("Deployable threshold", "threshold"),
     ("Pairs", "n_pairs"),
 )
+SET_TITLES = {
+    "retrieval": "Retrieval on held-out tickets",
+    "representative": "Representative pairs",
+    "test": "Test pairs",
+    "hard": "Hard pairs (stress test)",
+}
 RETRIEVAL_ROWS = (
     ("Precision@10", "precision@10"),
     ("MRR@10", "mrr@10"),

@@ -275,7 +275,7 @@ def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = No
     The model (a folder or a name `resolve_model` knows) is loaded only when it must encode
     something: a cached index searched for a known ticket needs no model at all.
     """
-    from .evaluate import encode_texts
+    from .similarity import encode_texts
     from .models import load_model, resolve_model
 
     if (query is None) == (ticket is None):

@@ -43,13 +43,14 @@ from .config import GROUP_LOSSES, PHASES, TrainConfig, dump_config
 from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
 from . import leakage
 from .checkpoints import CHECKPOINTS, RUN_FILE, prepare_workdir, run_fingerprint
-from .evaluate import TestSets, compute_metrics, deployable_threshold, judge, pair_scores, retrieval_scores
+from .evaluate import TestSets, compute_metrics, judge, retrieval_scores
 from .jsonio import write_json
 from .groups import HARD_SHARE, GroupPool, plan_group_batches
-from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, SIMILAR, build_loss, loss_columns
+from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, build_loss, loss_columns
 from .pairs_io import pair_file, read_pair_dir_extras, read_pairs
 from .report import fmt, markdown_tables, training_report, write_report
 from .retrieval import RETRIEVAL_KEYS, query_rows
+from .similarity import SIMILAR, pair_scores
 from .schedule import Plan, PlannedBatchSampler, lr_lambda, plan_batches
 
 PHASE_MODES = ("keep", "single", "difficulty")
