@@ -31,7 +31,8 @@ import _results  # noqa: E402
 from tickettune.config import TrainConfig  # noqa: E402
 from tickettune.models import load_model  # noqa: E402
 from tickettune.retrieval import corpus_metrics, query_rows  # noqa: E402
-from tickettune.tickets import normalise_text, read_tickets  # noqa: E402
+from tickettune.textio import normalise_text  # noqa: E402
+from tickettune.tickets import read_tickets  # noqa: E402
 from tickettune.train import add_lora  # noqa: E402
 
 TICKETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "it-service-tickets" / "tickets.csv.gz"

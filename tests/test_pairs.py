@@ -16,7 +16,8 @@ from tickettune.errors import UserError
 from tickettune.pairs import PairOptions, build_pairs, pair_difficulty, write_pair_dir
 from tickettune.pairs_io import read_pairs
 from tickettune.sample import FIELDS, generate_sample, write_sample
-from tickettune.tickets import normalise_text, read_tickets
+from tickettune.textio import normalise_text
+from tickettune.tickets import read_tickets
 
 SMALL = dict(pairs_per_phase=120, eval_pairs=60, test_pairs=60, difficulty="tfidf")
 

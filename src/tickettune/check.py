@@ -20,7 +20,7 @@ from .config import PHASES
 from .errors import UserError
 from .pairs import DEFAULT_MODEL, embed, near_duplicate_scores, pair_difficulty, row_similarity
 from .pairs_io import PAIR_FILES, read_pairs
-from .tickets import normalise_text
+from .textio import normalise_text
 
 ROLE_WORDS = {"test": ("test",), "eval": ("eval", "dev", "val")}
 BALANCE = (0.4, 0.6)

@@ -14,19 +14,16 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
+from .textio import normalise_text
 
 TRAINING_TEXTS = "tickettune_training_texts.json"
 # Pair tables (text1, text2, negative), ticket tables (text) and group-loss rows (anchor, positive).
 TEXT_COLUMNS = ("text1", "text2", "negative", "text", "anchor", "positive")
 
 
-def normal_text(text: str) -> str:
-    return " ".join(str(text).split()).casefold()
-
-
 def fingerprint(text: str) -> str:
     # 16 hex digits: collisions among a few million texts are vanishingly rare, and the file stays small.
-    return hashlib.sha256(normal_text(text).encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()[:16]
 
 
 def fingerprints(frame: pd.DataFrame) -> set[str]:

@@ -35,7 +35,8 @@ import pandas as pd
 
 from .config import PHASES
 from .errors import UserError, atomic_output_dir
-from .tickets import link_components, normalise_text
+from .textio import normalise_text
+from .tickets import link_components
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DIFFICULTY_MAX_SEQ = 128

@@ -8,7 +8,6 @@ triplet-style losses).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import math
@@ -19,6 +18,7 @@ import pandas as pd
 
 from .config import PHASES
 from .errors import UserError
+from .textio import read_text_file
 
 TEXT1 = ("text1", "sentence1", "anchor", "query", "text_a")
 TEXT2 = ("text2", "sentence2", "positive", "text_b")
@@ -28,35 +28,6 @@ NEGATIVE = ("negative", "text3")
 PHASE_ALIASES = {"1": "easy", "2": "medium", "3": "hard", "phase1": "easy", "phase2": "medium", "phase3": "hard",
                  "phase_1": "easy", "phase_2": "medium", "phase_3": "hard"}
 COLUMNS = ("text1", "text2", "label", "phase", "negative")
-
-
-def read_text_file(path: Path) -> str:
-    """Whole file as text; gzip is unpacked; UTF-8 first, then the encodings exports commonly use."""
-    if not path.exists():
-        raise UserError(f"{path}: file not found; check the path")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a file")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError):
-            raise UserError(f"{path}: is a damaged gzip file; re-export it") from None
-    if not raw.strip():
-        raise UserError(f"{path}: file is empty; expected pairs")
-    if b"\x00" in raw[:4096] and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UserError(f"{path}: looks like a binary file, not text; pass a JSON, JSONL, CSV or TSV file")
-    for encoding in ("utf-8-sig", "utf-16", "cp1252"):
-        if encoding == "utf-16" and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            continue
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1")
 
 
 def _pick(record: dict[str, Any], names: tuple[str, ...]) -> str | None:

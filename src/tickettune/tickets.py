@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .pairs_io import read_text_file
+from .textio import normalise_text, read_text_file
 
 # Display labels of the incident table whose normalised form differs from the field name.
 LABELS = {
@@ -44,11 +44,6 @@ def canonical(name: Any) -> str:
     """`Short description`, `short-description` and `SHORT_DESCRIPTION` all become `short_description`."""
     key = re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
     return LABELS.get(key, key)
-
-
-def normalise_text(text: str) -> str:
-    """Case and whitespace folded: the form under which two texts count as the same text."""
-    return " ".join(str(text).casefold().split())
 
 
 def _cell(value: Any) -> str:
