@@ -33,7 +33,7 @@ from tickettune.models import load_model  # noqa: E402
 from tickettune.retrieval import corpus_metrics, query_rows  # noqa: E402
 from tickettune.textio import normalise_text  # noqa: E402
 from tickettune.tickets import read_tickets  # noqa: E402
-from tickettune.train import add_lora  # noqa: E402
+from tickettune.models import add_lora  # noqa: E402
 
 TICKETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "it-service-tickets" / "tickets.csv.gz"
 

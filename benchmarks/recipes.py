@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -38,7 +37,8 @@ from tickettune.pairs_io import read_pairs  # noqa: E402
 from tickettune.retrieval import mean_difference_ci  # noqa: E402
 from tickettune.sample import generate_sample  # noqa: E402
 from tickettune.tickets import read_tickets  # noqa: E402
-from tickettune.train import TrainingPairs, from_pairset, train  # noqa: E402
+from tickettune.train import train  # noqa: E402
+from tickettune.training_data import TrainingPairs, from_pairset  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 console = Console(highlight=False, width=200)  # wide tables stay readable in a log file
@@ -300,10 +300,10 @@ def main() -> None:
                         f"data, paired bootstrap 95% CI (* excludes 0); update scale: the WiSE-FT scale chosen on eval "
                         f"retrieval; best step: the eval step whose weights were kept (0 = untuned); "
                         f"{minutes:.1f} min for this dataset\n\n" + markdown(header, rows)
-                        + (f"\n\nrecommended minus each recipe on the same queries and pairs:\n\n"
+                        + ("\n\nrecommended minus each recipe on the same queries and pairs:\n\n"
                            + markdown(versus_header, versus) if versus else "")
-                        + (f"\n\nthe recommended run's learned update scaled after the fact (WiSE-FT; the run chose its "
-                           f"scale on eval retrieval, these are the test sets):\n\n" + markdown(sweep_header, sweep)
+                        + ("\n\nthe recommended run's learned update scaled after the fact (WiSE-FT; the run chose its "
+                           "scale on eval retrieval, these are the test sets):\n\n" + markdown(sweep_header, sweep)
                            if sweep else ""))
                 _results.append_under("Recipes judged by retrieval", body, f"Recipes by retrieval, {dataset}")
     console.print(f"total wall-clock: {(time.perf_counter() - started) / 60:.1f} min")

@@ -4,7 +4,7 @@
     python benchmarks/speed.py --train-pairs 150 --test-pairs 60 --no-record   # a quick check
     python benchmarks/speed.py --pairs DIR --seeds 0 1          # pairs from `tickettune pairs`, two seeds
 
-The same model (all-MiniLM-L6-v2 + LoRA r16 from tickettune.train.add_lora), loss, batch size,
+The same model (all-MiniLM-L6-v2 + LoRA r16 from tickettune.models.add_lora), loss, batch size,
 max_seq_length, learning rate and schedule (the `recommended-pairs` preset's), seed and training pairs, trained
 the same number of epochs by:
 
@@ -86,7 +86,7 @@ def plain_arm(config, pairs, epochs: int) -> dict:
 
     from tickettune.losses import build_loss
     from tickettune.models import load_model
-    from tickettune.train import add_lora
+    from tickettune.models import add_lora
 
     model = load_model(config.model_name, config.max_seq_length)
     transformers.set_seed(config.seed)
@@ -151,7 +151,7 @@ def eval_arm(settings: dict, pairs) -> dict:
 def run_arm(arm: str, seed: int, work: Path) -> None:
     """Child process: run one arm and write its figures (with this process's peak memory) to work/ARM-SEED.json."""
     from tickettune.models import offline_environment
-    from tickettune.train import load_pairs
+    from tickettune.training_data import load_pairs
 
     offline_environment()
     settings = json.loads((work / "settings.json").read_text())

@@ -13,7 +13,8 @@ from tickettune.config import resolve_config
 from tickettune.estimate import estimate_run, evaluation_count, spread_steps, step_cost, step_tokens
 from tickettune.pairs import PairSet, write_pair_dir
 from tickettune.schedule import Phase, Plan
-from tickettune.train import load_pairs, train
+from tickettune.train import train
+from tickettune.training_data import load_pairs
 
 TOPICS = ("printer {} jams on floor {}", "vpn {} drops when working from home {}", "password {} reset for user {}")
 # Accumulation and eval_steps make the step and evaluation counts non-trivial.

@@ -13,7 +13,8 @@ import pytest
 from tickettune.check import load_sets, run_checks
 from tickettune.cli import main
 from tickettune.errors import UserError
-from tickettune.pairs import PairOptions, build_pairs, pair_difficulty, write_pair_dir
+from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
+from tickettune.similarity import pair_difficulty
 from tickettune.pairs_io import read_pairs
 from tickettune.sample import FIELDS, generate_sample, write_sample
 from tickettune.textio import normalise_text

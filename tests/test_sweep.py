@@ -19,7 +19,8 @@ from tickettune.config import resolve_config
 from tickettune.errors import UserError
 from tickettune.pairs_io import write_pairs
 from tickettune.sweep import SearchSpace, Sweep, open_storage, train_phases
-from tickettune.train import EVAL_KEYS, train
+from tickettune.train import train
+from tickettune.trainer import EVAL_KEYS
 
 TEMPLATES = {"printer": "printer {} jams on every page", "vpn": "vpn drops at branch {}",
              "mail": "mailbox {} is over quota", "login": "account {} is locked after login attempts"}

@@ -23,8 +23,10 @@ from tickettune.errors import UserError, partial_dir
 from tickettune.losses import HybridLoss, loss_columns
 from tickettune.pairs_io import write_pairs
 from tickettune.schedule import Phase, Plan, lr_factor, lr_lambda, plan_batches
-from tickettune.train import (TrainingPairs, add_lora, assign_phases, check_leakage, load_pairs, lora_targets,
-                              phase_epochs, precision_flags, report_targets, train)
+from tickettune.models import add_lora, lora_targets
+from tickettune.train import train
+from tickettune.trainer import precision_flags, report_targets
+from tickettune.training_data import TrainingPairs, assign_phases, check_leakage, load_pairs, phase_epochs
 
 TOPICS = {
     "printer": ["printer jam on floor {}", "cannot print to the printer {}", "printer offline in room {}"],
@@ -342,7 +344,7 @@ def test_mask_pii_config_masks_every_text_before_training_and_reports(tiny_model
 def test_difficulty_phases_are_terciles_of_the_base_models_difficulty(tiny_model, pairs_dir):
     from tickettune.similarity import pair_scores
     from tickettune.models import load_model
-    from tickettune.pairs import pair_difficulty
+    from tickettune.similarity import pair_difficulty
 
     model = load_model(str(tiny_model))
     train_pairs = load_pairs(pairs_dir).train.drop(columns="phase")

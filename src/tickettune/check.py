@@ -18,7 +18,9 @@ import pandas as pd
 
 from .config import PHASES
 from .errors import UserError
-from .pairs import DEFAULT_MODEL, embed, near_duplicate_scores, pair_difficulty, row_similarity
+from .models import DEFAULT_MODEL
+from .pairs import PairOptions
+from .similarity import embed, near_duplicate_scores, pair_difficulty, row_similarity
 from .pairs_io import PAIR_FILES, read_pairs
 from .textio import normalise_text
 
@@ -205,7 +207,7 @@ def check_difficulty(sets: dict[str, pd.DataFrame], method: str, model) -> list[
 
 
 def run_checks(sets: dict[str, pd.DataFrame], difficulty: str = "model", model=DEFAULT_MODEL,
-               near_duplicate: float = 0.9, max_words: int = 512) -> list[Finding]:
+               near_duplicate: float = PairOptions.near_duplicate, max_words: int = 512) -> list[Finding]:
     """Every check on pair tables by role; `difficulty` "model" scores with `model`, "tfidf" needs none, "none" skips."""
     if difficulty not in ("model", "tfidf", "none"):
         raise UserError(f"--difficulty {difficulty!r} is invalid; choose model, tfidf or none")

@@ -16,7 +16,12 @@ try:  # typer >= 0.20 vendors its own click; older versions use click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
+from .config import PHASE_MODES
 from .errors import UserError
+from .models import DEFAULT_MODEL
+from .pairs import DIFFICULTY_METHODS, SPLIT_UNITS, TEST_DIFFICULTIES, PairOptions
+
+PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library's
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune sentence-embedding models on IT tickets with LoRA and curriculum learning.")
@@ -105,7 +110,7 @@ def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="base model folder or id"),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a knob: key=value (repeatable)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory"),
-    phases: str = typer.Option("keep", help="keep the train file's phases, train one phase (single), or split by "
+    phases: str = typer.Option(PHASE_MODES[0], help="keep the train file's phases, train one phase (single), or split by "
                                             "the base model's difficulty (difficulty)"),
     overwrite: bool = typer.Option(False, help="replace an existing OUT (or discard an interrupted run)"),
     resume: bool = typer.Option(False, help="continue an interrupted run of the same OUT from its last checkpoint"),
@@ -122,7 +127,10 @@ def train(
     """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
     from .config import resolve_config
     from .report import results_tables, verdict
-    from .train import load_pairs, pairs_from_tickets, train as run_training
+    from .train import train as run_training
+    from .training_data import check_phase_mode, load_pairs, pairs_from_tickets
+
+    check_phase_mode(phases)
 
     if tickets is not None and any(x is not None for x in (pairs, train_file, eval_file, test_file)):
         raise UserError("pass either --tickets FILE or pairs (--pairs DIR, --train/--eval/--test), not both")
@@ -273,24 +281,30 @@ def pairs(
                                                     "order (repeat or comma-separate; default short_description,description)"),
     group_by: Optional[str] = typer.Option(None, "--group-by", "--label-column", "-g", help="tickets that share this column "
                                            "are similar (default problem_id; problem_id and parent_incident also link tickets)"),
-    seed: int = typer.Option(0, help="seed of the split and of the sampling"),
-    pairs_per_phase: int = typer.Option(5000, min=1, help="train pairs per curriculum phase (easy, medium, hard)"),
-    eval_pairs: int = typer.Option(1000, min=2, help="eval pairs"),
-    test_pairs: int = typer.Option(1000, min=2, help="test pairs"),
-    eval_fraction: float = typer.Option(0.1, help="share of tickets for eval"),
-    test_fraction: float = typer.Option(0.2, help="share of tickets for test"),
-    difficulty: str = typer.Option("model", help="model: the base model's cosine; tfidf: lexical, needs no model"),
-    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="base model that scores difficulty"),
-    test_difficulty: str = typer.Option("hard", help="hard: eval and test pairs as lexically (TF-IDF) hard as the hardest third of train pairs; all: unfiltered"),
+    seed: int = typer.Option(PAIR_DEFAULTS.seed, help="seed of the split and of the sampling"),
+    pairs_per_phase: int = typer.Option(PAIR_DEFAULTS.pairs_per_phase, min=1, help="train pairs per curriculum phase "
+                                        "(easy, medium, hard)"),
+    eval_pairs: int = typer.Option(PAIR_DEFAULTS.eval_pairs, min=2, help="eval pairs"),
+    test_pairs: int = typer.Option(PAIR_DEFAULTS.test_pairs, min=2, help="test pairs (hard, and as many representative)"),
+    eval_fraction: float = typer.Option(PAIR_DEFAULTS.eval_fraction, help="share of tickets for eval"),
+    test_fraction: float = typer.Option(PAIR_DEFAULTS.test_fraction, help="share of tickets for test"),
+    difficulty: str = typer.Option(PAIR_DEFAULTS.difficulty, help=f"{' or '.join(DIFFICULTY_METHODS)}: the base "
+                                   "model's cosine, or lexical (needs no model)"),
+    model: str = typer.Option(PAIR_DEFAULTS.model, "--model", "-m", help="base model that scores difficulty"),
+    test_difficulty: str = typer.Option(PAIR_DEFAULTS.test_difficulty, help=f"{' or '.join(TEST_DIFFICULTIES)}: eval and "
+                                        "hard test pairs as lexically (TF-IDF) hard as the hardest third of train "
+                                        "pairs, or unfiltered"),
     hard_negatives: bool = typer.Option(False, help="add a `negative` column (nearest ticket of another group) for MNRL/triplet"),
     graded: bool = typer.Option(False, help="graded labels from a field hierarchy instead of 0/1"),
     grade_weights: Optional[str] = typer.Option(None, help="with --graded: FIELD=WEIGHT,... "
                                                 "(default GROUP=1,subcategory=0.6,category=0.3)"),
-    split_by: str = typer.Option("auto", help="kept whole in one split: group (test groups unseen in training), ticket "
-                                 "(same groups, other tickets), auto (group when there are 30+ groups)"),
-    max_pairs_per_ticket: int = typer.Option(12, min=2, help="a ticket appears in at most this many pairs per split"),
-    near_duplicate: float = typer.Option(0.9, min=0.0, max=1.0, help="word-overlap cosine at which an eval/test ticket "
-                                         "counts as a copy of a train ticket and is left out"),
+    split_by: str = typer.Option(PAIR_DEFAULTS.split_by, help=f"{', '.join(SPLIT_UNITS)}: kept whole in one split: auto "
+                                 "(group when there are 30+ groups), group (test groups unseen in training), ticket "
+                                 "(same groups, other tickets)"),
+    max_pairs_per_ticket: int = typer.Option(PAIR_DEFAULTS.max_pairs_per_ticket, min=2, help="a ticket appears in at "
+                                             "most this many pairs per split"),
+    near_duplicate: float = typer.Option(PAIR_DEFAULTS.near_duplicate, min=0.0, max=1.0, help="word-overlap cosine at "
+                                         "which an eval/test ticket counts as a copy of a train ticket and is left out"),
     mask_pii: bool = typer.Option(False, "--mask-pii", help="mask e-mails, phone numbers, IPs, URLs and user ids first"),
     overwrite: bool = typer.Option(False, help="replace an existing output directory"),
 ) -> None:
@@ -322,8 +336,10 @@ def check(
                                                   "role: test, eval/dev/val, else train)"),
     difficulty: Optional[str] = typer.Option(None, help="score difficulty with the base model (model), TF-IDF (tfidf) or "
                                              "skip it (none); default: what the datacard says, else model"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="base model (default: the datacard's, else all-MiniLM-L6-v2)"),
-    near_duplicate: float = typer.Option(0.9, min=0.0, max=1.0, help="word-overlap cosine at which a test text counts as a "
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"base model (default: the datacard's, else "
+                                        f"{DEFAULT_MODEL})"),
+    near_duplicate: float = typer.Option(PAIR_DEFAULTS.near_duplicate, min=0.0, max=1.0, help="word-overlap cosine at "
+                                         "which a test text counts as a "
                                          "copy of a train text"),
     max_words: int = typer.Option(512, min=1, help="texts longer than this many words are flagged"),
 ) -> None:
@@ -334,7 +350,7 @@ def check(
     card = (datacard or {}).get("difficulty") or {}
     method = difficulty or card.get("method") or "model"
     with console.status("checking pairs"):
-        findings = run_checks(sets, method, model or card.get("model") or "all-MiniLM-L6-v2", near_duplicate, max_words)
+        findings = run_checks(sets, method, model or card.get("model") or DEFAULT_MODEL, near_duplicate, max_words)
     console.print(findings_table(findings, title=f"tickettune check {' '.join(map(str, paths))}"))
     failed = [f.check for f in findings if f.status == "FAIL"]
     console.print(f"{len(failed)} check(s) failed: {'; '.join(failed)}" if failed else "all checks passed", markup=False)
@@ -345,7 +361,7 @@ def check(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="where the sample, pairs, model and report go"),
-    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="base model (folder or id)"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="base model (folder or id)"),
     preset: str = typer.Option("recommended", help="recipe to train with (see `tickettune presets`)"),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="override a config key, e.g. --set lr=3e-4"),
     seed: int = typer.Option(0, help="seed of the sample, the pairs and training"),
@@ -376,13 +392,14 @@ def estimate(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="base model folder or id"),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a knob: key=value (repeatable)"),
     steps: int = typer.Option(5, "--steps", min=1, help="optimizer steps to time (after 1 warm-up step)"),
-    phases: str = typer.Option("keep", help="as for `train`: keep, single or difficulty"),
+    phases: str = typer.Option(PHASE_MODES[0], help=f"as for `train`: {', '.join(PHASE_MODES)}"),
 ) -> None:
     """Estimate how long `train` takes here: times a few real training steps and one eval pass; writes nothing."""
     from .config import resolve_config
     from .estimate import estimate_run, estimate_table
-    from .train import load_pairs
+    from .training_data import check_phase_mode, load_pairs
 
+    check_phase_mode(phases)
     config = resolve_config(preset, None, sets, tickets=_has_train_tickets(pairs), model_name=model)
     data = load_pairs(pairs)
     with console.status(f"timing {steps} training steps of {config.model_name}"):

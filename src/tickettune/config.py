@@ -10,7 +10,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
+from .models import DEFAULT_MODEL
 
+HYBRID_PAIR_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
 PAIR_TRAINING_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid")
 # Losses that train on tickets and their groups instead of pairs (see groups.py).
 GROUP_LOSSES = ("batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet", "batch_hard_soft_margin_triplet",
@@ -20,6 +22,7 @@ PAIR_EVAL_METRICS = ("spearman", "roc_auc", "average_precision")
 RETRIEVAL_EVAL_METRICS = ("precision@10", "mrr@10", "ndcg@10", "map@100", "recall@10")
 SCHEDULERS = ("constant_with_warmup", "linear", "warmup_cosine")
 PHASES = ("easy", "medium", "hard")
+PHASE_MODES = ("keep", "single", "difficulty")  # what `train --phases` does with the train pairs' phases
 
 
 class TrainConfig(BaseModel):
@@ -27,7 +30,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    model_name: str = Field("all-MiniLM-L6-v2", description="local sentence-transformers folder or hub id")
+    model_name: str = Field(DEFAULT_MODEL, description="local sentence-transformers folder or hub id")
     use_lora: bool = Field(True, description="train LoRA adapters (true) or every weight (false)")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank")
     lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator")
@@ -40,28 +43,25 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps (ignored when warmup_ratio is set)")
     warmup_ratio: Optional[float] = Field(None, ge=0, lt=1, description="warmup as a share of all steps")
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay")
-    scheduler: Literal["constant_with_warmup", "linear", "warmup_cosine"] = Field(
+    scheduler: Literal[SCHEDULERS] = Field(
         "constant_with_warmup", description="learning-rate shape after warmup")
     schedule_per_phase: bool = Field(False, description="restart warmup and decay at each phase, as repeated fit() calls did")
     curriculum: bool = Field(True, description="train phases in order easy->hard (false: all shuffled together)")
     seed: int = Field(42, ge=0, description="seed for shuffling, splits and initialisation")
     phase_epochs: list[float] = Field([2, 2, 2], description="epochs per curriculum phase (easy, medium, hard)")
-    loss: Literal["cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid",
-                  "batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet", "batch_hard_soft_margin_triplet",
-                  "group_mnrl", "group_gist"] = Field(
+    loss: Literal[LOSSES] = Field(
         "cosine", description="training loss; batch_*_triplet, group_mnrl and group_gist train on tickets and their groups")
     groups_per_batch: int = Field(8, ge=2, le=4096, description="group losses: groups in each batch (batch_size tickets "
                                                                  "in all, batch_size / groups_per_batch of each)")
     max_train_tickets: Optional[int] = Field(None, ge=4, description="group losses: train tickets used (a seeded sample); "
                                                                      "all when unset. One epoch sees each once")
     hybrid_mnrl_weight: float = Field(0.5, ge=0, le=1, description="hybrid loss: weight of MNRL (the pair loss gets 1 - this)")
-    hybrid_pair_loss: Literal["cosine", "cosent", "angle", "contrastive", "online_contrastive"] = Field(
+    hybrid_pair_loss: Literal[HYBRID_PAIR_LOSSES] = Field(
         "cosent", description="hybrid loss: the pair loss mixed with MNRL")
     margin: Optional[float] = Field(None, gt=0, description="margin of contrastive/triplet losses (library default when unset)")
     eval_steps: Optional[int] = Field(None, ge=1, description="evaluate every N steps (always at the end of each phase)")
     eval_subset: Optional[int] = Field(None, ge=1, description="eval pairs used during training; all when unset")
-    eval_metric: Literal["spearman", "roc_auc", "average_precision", "precision@10", "mrr@10", "ndcg@10", "map@100",
-                         "recall@10"] = Field(
+    eval_metric: Literal[PAIR_EVAL_METRICS + RETRIEVAL_EVAL_METRICS] = Field(
         "spearman", description="metric that picks the best checkpoint (retrieval metrics need eval tickets)")
     eval_tickets: Optional[int] = Field(2000, ge=4, description="eval tickets searched during training (a seeded "
                                                                 "sample); all when unset")

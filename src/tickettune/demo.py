@@ -32,7 +32,8 @@ def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: Demo
     from .pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
     from .sample import generate_sample, write_sample
     from .tickets import read_tickets
-    from .train import from_pairset, train
+    from .train import train
+    from .training_data import from_pairset
 
     out = Path(out)
     with atomic_output_dir(out, overwrite) as tmp:

@@ -28,8 +28,10 @@ from .config import TrainConfig
 from .errors import UserError
 from .losses import build_loss
 from .schedule import Plan
-from .train import (TrainingPairs, add_lora, guide_model, prepare_run, row_lengths, training_arguments,
-                    training_dataset)
+from .models import add_lora
+from .train import guide_model, prepare_run, row_lengths
+from .trainer import training_arguments, training_dataset
+from .training_data import TrainingPairs
 
 
 @dataclass(frozen=True)

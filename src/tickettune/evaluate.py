@@ -260,7 +260,13 @@ def test_sets_from(pairs: str | Path | None = None, tickets: pd.DataFrame | None
 def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = None, max_seq_length: int | None = None,
                    queries: int | None = 1000, folds: int = 5, resamples: int = 1000, seed: int = 0,
                    batch_size: int = 64, model=None, show_progress: bool = False):
-    """Load the model (and baseline) and `judge` them on the sets: each set's comparison and each pair set's scores."""
+    """Load the model (and baseline) and `judge` them on the sets: each set's comparison and the raw scores.
+
+        >>> from tickettune.evaluate import evaluate_model, test_sets_from
+        >>> results, _ = evaluate_model(test_sets_from("pairs/"), "run/model", "all-MiniLM-L6-v2")  # doctest: +SKIP
+        >>> list(results)                                                                          # doctest: +SKIP
+        ['retrieval', 'representative', 'hard']
+    """
     from .models import load_model
 
     model = model if model is not None else load_model(model_name, max_seq_length)

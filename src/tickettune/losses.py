@@ -87,7 +87,12 @@ ONE_PER_GROUP = ("group_mnrl", "group_gist")
 
 def group_loss(config: TrainConfig, model, guide=None) -> nn.Module:
     """One of GROUP_LOSSES over group batches (groups.py): (text, label) rows for the batch_*_triplet losses,
-    (anchor, positive) rows, one per group, for group_mnrl and group_gist (which needs the untuned `guide`)."""
+    (anchor, positive) rows, one per group, for group_mnrl and group_gist (which needs the untuned `guide`).
+
+        >>> from tickettune.config import make_config
+        >>> loss = group_loss(make_config({"loss": "batch_all_triplet"}), model)   # doctest: +SKIP
+        >>> loss([model.tokenize(texts)], torch.tensor(group_codes))              # doctest: +SKIP
+    """
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.losses.batch_hard_triplet import \
         BatchHardTripletLossDistanceFunction as Distance

@@ -28,18 +28,19 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .config import PHASES
 from .errors import UserError, atomic_output_dir
+from .models import DEFAULT_MODEL
+from .similarity import (DIFFICULTY_MAX_SEQ, embed, near_duplicate_scores, pair_difficulty, row_similarity,
+                         tfidf_vectors)
 from .textio import normalise_text
 from .tickets import link_components
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DIFFICULTY_MAX_SEQ = 128
 SPLITS = ("test", "eval", "train")
 MIN_GROUPS_FOR_GROUP_SPLIT = 30
 MIN_TICKETS = 100  # per split, however few pairs are asked for: cheap to encode, and room for the cap
@@ -49,6 +50,11 @@ FILTERED_CANDIDATES = 7.0  # candidates drawn per eval/test pair from those tick
 NEIGHBOURS = 5
 MINED_SHARE = 0.5
 DIFFICULTY_DEFINITION = "similar pairs: 1 - cosine; dissimilar pairs: cosine; graded labels: |label - cosine|"
+
+
+DIFFICULTY_METHODS = ("model", "tfidf")
+TEST_DIFFICULTIES = ("hard", "all")
+SPLIT_UNITS = ("auto", "group", "ticket")
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,8 @@ class PairOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"option {name} = {value!r} is invalid; expected a whole number >= {low}")
-        for name, allowed in (("difficulty", ("model", "tfidf")), ("test_difficulty", ("hard", "all")),
-                              ("split_by", ("auto", "group", "ticket"))):
+        for name, allowed in (("difficulty", DIFFICULTY_METHODS), ("test_difficulty", TEST_DIFFICULTIES),
+                              ("split_by", SPLIT_UNITS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"option {name} = {getattr(self, name)!r} is invalid; choose one of {', '.join(allowed)}")
         for name in ("eval_fraction", "test_fraction"):
@@ -103,63 +109,6 @@ class PairSet:
     datacard: dict[str, Any] = field(default_factory=dict)
     representative: pd.DataFrame | None = None  # test pairs drawn uniformly (see representative_pairs)
     tickets: dict[str, pd.DataFrame] = field(default_factory=dict)  # each split's tickets (see ticket_table)
-
-
-def tfidf_vectors(texts: Sequence[str]):
-    """L2-normalised TF-IDF rows (a sparse matrix) for `texts`, fitted on them."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    try:
-        return TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32).fit_transform(texts)
-    except ValueError:
-        raise UserError("the texts hold no words at all; check the text columns") from None
-
-
-def overlap_vectors(texts: Sequence[str]):
-    """Words and word pairs with sublinear counts, unit length. Unlike TF-IDF, a text's vector does not depend on
-    the other texts, so a near-duplicate score means the same in `pairs` and in `check`."""
-    from sklearn.feature_extraction.text import HashingVectorizer
-    from sklearn.preprocessing import normalize
-
-    matrix = HashingVectorizer(ngram_range=(1, 2), alternate_sign=False, norm=None,
-                               token_pattern=r"(?u)\b\w+\b", dtype=np.float32).transform(texts)
-    matrix.data = 1 + np.log(matrix.data)
-    return normalize(matrix)
-
-
-def near_duplicate_scores(queries: Sequence[str], references: Sequence[str], chunk: int = 2048) -> np.ndarray:
-    """For each query text, its highest word-overlap cosine with any reference text (0 when there are none)."""
-    if not len(queries) or not len(references):
-        return np.zeros(len(queries))
-    q, r = overlap_vectors(list(queries)), overlap_vectors(list(references)).T.tocsc()
-    return np.concatenate([(q[i:i + chunk] @ r).max(axis=1).toarray().ravel() for i in range(0, len(queries), chunk)])
-
-
-def pair_difficulty(labels: np.ndarray, similarity: np.ndarray) -> np.ndarray:
-    """How wrong a similarity is for a label: 1 - sim for similar pairs, sim for dissimilar, |label - sim| between."""
-    labels, similarity = np.asarray(labels, dtype=float), np.asarray(similarity, dtype=float)
-    return np.where(labels >= 1, 1 - similarity, np.where(labels <= 0, similarity, np.abs(labels - similarity)))
-
-
-def embed(texts: Sequence[str], method: str = "model", model=DEFAULT_MODEL):
-    """One unit-length row per text: `method` "model" encodes each distinct text once with `model` (a name,
-    a folder or a loaded SentenceTransformer, truncated to DIFFICULTY_MAX_SEQ tokens); "tfidf" needs no model."""
-    if method == "tfidf":
-        return tfidf_vectors(texts)
-    from .similarity import encode_texts
-    from .models import load_model
-
-    if isinstance(model, (str, Path)):
-        model = load_model(str(model), DIFFICULTY_MAX_SEQ)
-    vectors = encode_texts(model, list(texts))
-    return np.stack([vectors[t] for t in texts]).astype(np.float32)
-
-
-def row_similarity(matrix, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
-    """Cosine of row pairs (rows are unit length), for a dense or a sparse matrix."""
-    if hasattr(matrix, "multiply"):
-        return np.asarray(matrix[rows_a].multiply(matrix[rows_b]).sum(axis=1)).ravel().astype(np.float64)
-    return np.einsum("ij,ij->i", matrix[rows_a], matrix[rows_b]).astype(np.float64)
 
 
 class Tickets:
@@ -614,10 +563,19 @@ class PairBuilder:
 
 
 def build_pairs(tickets: pd.DataFrame, options: PairOptions | None = None, model=None) -> PairSet:
-    """Train (with phases), eval and test pairs from a ticket table with `text` and `group` columns.
+    """Train (with phases), eval, hard test and representative test pairs, and each split's tickets, from a
+    ticket table with `text` and `group` columns (as `tickets.read_tickets` returns it).
 
     `model` is a loaded SentenceTransformer, a model name or folder, or None for `options.model`; it is
     not used with `difficulty="tfidf"`.
+
+        >>> from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
+        >>> from tickettune.tickets import read_tickets
+        >>> tickets = read_tickets("incidents.csv", group_by="problem_id")                 # doctest: +SKIP
+        >>> pairset = build_pairs(tickets, PairOptions(seed=0, difficulty="tfidf"))        # doctest: +SKIP
+        >>> sorted(pairset.tickets), len(pairset.representative)                           # doctest: +SKIP
+        (['eval', 'test', 'train'], 1000)
+        >>> write_pair_dir(pairset, "pairs/")                                              # doctest: +SKIP
     """
     builder = PairBuilder(tickets, options or PairOptions(), model)
     chosen = builder.choose()

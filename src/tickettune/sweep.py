@@ -30,7 +30,8 @@ from rich.table import Table
 from .config import PHASES, SCHEDULERS, TrainConfig, dump_config, make_config
 from .errors import UserError
 from .report import fmt
-from .train import SINGLE_PHASE, TrainingPairs, check_leakage, load_pairs, train
+from .train import train
+from .training_data import SINGLE_PHASE, TrainingPairs, check_leakage, load_pairs
 
 INSTALL = "pip install 'tickettune[sweep]'"
 # Config keys that name files or folders: they differ between machines and do not change a trial's result.

@@ -1,15 +1,18 @@
 """Curriculum training with LoRA (or every weight) on sentence-transformers' trainer.
 
-`train(config, pairs, out)` plans every phase's batches up front (schedule.py), hands them to
-SentenceTransformerTrainer as one pass, evaluates on the eval pairs every `eval_steps` and at
-each phase end, keeps the best weights, and writes OUT atomically:
+`train(config, pairs, out)` plans every phase's batches up front (schedule.py for pairs, groups.py for
+labelled tickets), hands them to SentenceTransformerTrainer as one pass (trainer.py), evaluates on the eval
+pairs and eval tickets every `eval_steps` and at each phase end, keeps the best weights, scales the learned
+update to the best eval value when asked (WiSE-FT), judges the result on the held-out sets, and writes OUT
+atomically:
 
     OUT/model/            the tuned model (LoRA adapter + sentence-transformers files, model card)
     OUT/model-merged/     with merge=True: the adapter folded into a standalone full model
     OUT/config.yaml       the resolved configuration
     OUT/training_log.json loss, learning rate and eval metrics per step, phase boundaries
     OUT/training_log.csv  the same per step, one row each
-    OUT/metrics.json      tuned vs untuned model on the test pairs ({"model", "baseline", "change"})
+    OUT/metrics.json      tuned vs untuned on each held-out set ({"retrieval": {"model", "baseline", "change"},
+                          "representative": ..., "hard": ...})
 
 Work happens in errors.partial_dir(OUT) (checkpoints included) and moves into place at the end,
 so `resume=True` can continue a killed run from its last checkpoint. Under torchrun every
@@ -18,11 +21,8 @@ process trains (data parallel) and only rank 0 writes.
 
 from __future__ import annotations
 
-import importlib.util
-import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,69 +32,23 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
-from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-from sentence_transformers.base.evaluation import BaseEvaluator
-from tqdm.auto import tqdm
-from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
-from .config import GROUP_LOSSES, PHASES, TrainConfig, dump_config
-from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
 from . import leakage
 from .checkpoints import CHECKPOINTS, RUN_FILE, prepare_workdir, run_fingerprint
-from .evaluate import TestSets, compute_metrics, judge, retrieval_scores
-from .jsonio import write_json
+from .config import GROUP_LOSSES, PHASES, TrainConfig, dump_config
+from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
+from .evaluate import judge
 from .groups import HARD_SHARE, GroupPool, plan_group_batches
+from .jsonio import write_json
 from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, build_loss, loss_columns
-from .pairs_io import pair_file, read_pair_dir_extras, read_pairs
+from .models import add_lora, parameter_counts
 from .report import fmt, markdown_tables, training_report, write_report
-from .retrieval import RETRIEVAL_KEYS, query_rows
-from .similarity import SIMILAR, pair_scores
-from .schedule import Plan, PlannedBatchSampler, lr_lambda, plan_batches
-
-PHASE_MODES = ("keep", "single", "difficulty")
-SINGLE_PHASE = "all"
-EVAL_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv")
-# LoRA targets by architecture (config.model_type); anything else is treated as BERT-style.
-LORA_TARGETS = {
-    "mpnet": ["attn.q", "attn.k", "attn.v", "attn.o", "intermediate.dense", "output.dense"],
-    "bert": ["query", "key", "value", "dense"],
-}
-
-
-@dataclass
-class TrainingPairs:
-    """Train pairs (with a `phase` column once phases are assigned), eval pairs and test pairs, and where they came from.
-
-    A directory made by `tickettune pairs` also gives the representative test pairs and each split's tickets
-    (text, group): train tickets for the group losses, eval tickets for retrieval during training, test
-    tickets for retrieval at the end. `test_name` says what the test pairs are ("hard" from `pairs`).
-    """
-
-    train: pd.DataFrame
-    eval: pd.DataFrame
-    test: pd.DataFrame
-    source: str = ""
-    test_name: str = "test"
-    representative: pd.DataFrame | None = None
-    tickets: dict[str, pd.DataFrame] = field(default_factory=dict)
-
-    def test_sets(self) -> TestSets:
-        pairs = {self.test_name: self.test}
-        if self.representative is not None:
-            pairs["representative"] = self.representative
-        return TestSets(self.tickets.get("test"), pairs)
-
-    def masked(self) -> "TrainingPairs":
-        """A copy with personal data masked in every text (pii.mask_pii)."""
-        from .pii import mask_pair_texts
-
-        return replace(self, train=mask_pair_texts(self.train), eval=mask_pair_texts(self.eval),
-                       test=mask_pair_texts(self.test),
-                       representative=None if self.representative is None else mask_pair_texts(self.representative),
-                       tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()})
-
+from .schedule import Plan, lr_lambda, plan_batches
+from .trainer import (BestModel, CurriculumTrainer, PairEvaluator, PhaseCallback, StopCallback, UpdateScaler,
+                      choose_update_scale, say, training_arguments, training_dataset, training_log, write_training_log)
+from .training_data import TrainingPairs, assign_phases, check_leakage, load_pairs, phase_epochs
 
 @dataclass
 class TrainResult:
@@ -110,299 +64,6 @@ class TrainResult:
     test_scores: dict[str, Any] = field(default_factory=dict)
 
 
-def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
-               eval_file: str | Path | None = None, test_file: str | Path | None = None) -> TrainingPairs:
-    """A directory made by `tickettune pairs`, or three pair files in any format pairs_io reads."""
-    files = (train_file, eval_file, test_file)
-    if pairs_dir is not None and any(f is not None for f in files):
-        raise UserError("pass either --pairs DIR or --train/--eval/--test files, not both")
-    if pairs_dir is not None:
-        if not Path(pairs_dir).is_dir():
-            raise UserError(f"{pairs_dir} is not a directory; pass the folder `tickettune pairs` wrote, or --train/--eval/--test")
-        files = tuple(pair_file(pairs_dir, role) for role in ("train", "eval", "test"))
-    missing = [flag for flag, f in zip(("--train", "--eval", "--test"), files) if f is None]
-    if len(missing) == 3:
-        raise UserError("no training pairs given; pass --pairs DIR or --train FILE --eval FILE --test FILE")
-    if missing:
-        raise UserError(f"missing {', '.join(missing)}: training needs train, eval and test pairs (or --pairs DIR)")
-    pairs = TrainingPairs(*(read_pairs(f) for f in files), source=str(pairs_dir or files[0]))
-    if pairs_dir is None:
-        return pairs
-    folder = Path(pairs_dir)
-    representative, tickets, test_name = read_pair_dir_extras(folder)
-    return replace(pairs, representative=representative, tickets=tickets, test_name=test_name)
-
-
-def pairs_from_tickets(path: str | Path, group_by: str | None, text_columns: list[str] | None,
-                       config: TrainConfig):
-    """`train --tickets`: the split, held-out tickets and test pairs `tickettune pairs` would make (its defaults,
-    config.seed), as TrainingPairs and the PairSet to write beside the run. Group losses need no model-scored
-    curriculum pairs, so their pairs' difficulty is lexical (TF-IDF) and no model is loaded for it."""
-    from .pairs import PairOptions, build_pairs
-    from .tickets import read_tickets
-
-    frame = read_tickets(path, text_columns, group_by, mask_pii=config.mask_pii)
-    options = PairOptions(seed=config.seed, model=config.model_name,
-                          difficulty="tfidf" if config.loss in GROUP_LOSSES else "model")
-    pairset = build_pairs(frame, options)
-    return from_pairset(pairset, str(path)), pairset
-
-
-def from_pairset(pairset, source: str) -> TrainingPairs:
-    """TrainingPairs from a `pairs.PairSet` made in memory: its test pairs are the hard ones."""
-    return TrainingPairs(pairset.train, pairset.eval, pairset.test, source, "hard", pairset.representative,
-                         pairset.tickets)
-
-
-def difficulty_phases(pairs: pd.DataFrame, model, seed: int) -> np.ndarray:
-    """easy/medium/hard as `tickettune pairs` assigns them: terciles of the base model's difficulty within each label."""
-    from .pairs import difficulty_terciles, pair_difficulty
-
-    labels = pairs["label"].to_numpy(float)
-    return difficulty_terciles(labels, pair_difficulty(labels, pair_scores(model, pairs)), np.random.default_rng(seed))
-
-
-def assign_phases(pairs: pd.DataFrame, mode: str, model=None, seed: int = 0) -> pd.DataFrame:
-    """Keep the file's phases (`keep`; one phase when it has none), use one phase, or split by difficulty."""
-    if mode not in PHASE_MODES:
-        raise UserError(f"--phases {mode!r} is not one of {', '.join(PHASE_MODES)}")
-    pairs = pairs.copy()
-    if mode == "difficulty":
-        pairs["phase"] = difficulty_phases(pairs, model, seed)
-    elif mode == "single" or "phase" not in pairs:
-        pairs["phase"] = SINGLE_PHASE
-    return pairs
-
-
-def phase_epochs(pairs: pd.DataFrame, config: TrainConfig) -> dict[str, float]:
-    """Epochs of each phase present, in curriculum order; phase_epochs gives one number per phase."""
-    present = set(pairs["phase"])
-    if present == {SINGLE_PHASE}:
-        return {SINGLE_PHASE: config.phase_epochs[0]}
-    epochs = config.phase_epochs
-    if len(epochs) > len(PHASES):
-        raise UserError(f"phase_epochs lists {len(epochs)} numbers but there are {len(PHASES)} phases "
-                        f"({', '.join(PHASES)}); give one number per phase")
-    out = {}
-    for index, name in enumerate(PHASES):
-        if name in present and index >= len(epochs):
-            raise UserError(f"the train pairs have phase '{name}' but phase_epochs lists only {len(epochs)} "
-                            f"number(s); give one per phase, e.g. --set phase_epochs=[2,2,2]")
-        if index < len(epochs) and epochs[index] > 0:
-            if name not in present:
-                raise UserError(f"phase '{name}' has no training pairs but phase_epochs gives it {epochs[index]:g} "
-                                f"epochs; rebuild the pairs or set its epochs to 0 (e.g. --set phase_epochs=...)")
-            out[name] = epochs[index]
-    return out
-
-
-def check_leakage(pairs: TrainingPairs, action: str = "train") -> None:
-    """Refuse test texts (pairs and tickets) that also occur in the training pairs or tickets (compared case- and
-    space-insensitively)."""
-    training = leakage.fingerprints(pairs.train) | leakage.fingerprints(pairs.tickets.get("train", pd.DataFrame()))
-    test_sets = pairs.test_sets()
-    tested = pd.concat(list(test_sets.pairs.values()) + ([] if test_sets.tickets is None else [test_sets.tickets]))
-    leakage.check_leakage(training, tested, action)
-
-
-def lora_targets(model) -> list[str]:
-    """The modules LoRA adapts for this architecture (config.model_type)."""
-    model_type = getattr(model.transformers_model.config, "model_type", "")
-    return LORA_TARGETS.get(model_type, LORA_TARGETS["bert"])
-
-
-def add_lora(model, config: TrainConfig) -> tuple[int, int]:
-    """Add a LoRA adapter (peft) to the transformer; returns (trainable, total) parameter counts."""
-    from peft import LoraConfig
-
-    targets = config.lora_target_modules or lora_targets(model)
-    names = [n for n, _ in model.transformers_model.named_modules()]
-    # The pooler is unused by mean pooling; adapting it would only add dead parameters (and stall DDP).
-    exclude = ["pooler.dense"] if any(n.endswith("pooler.dense") for n in names) else None
-    if not any(n == t or n.endswith(f".{t}") for t in targets for n in names):
-        raise UserError(f"lora_target_modules {targets} match no module of {config.model_name}; "
-                        f"name some of its modules (e.g. {', '.join(n.rsplit('.', 1)[-1] for n in names[-3:])})")
-    model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                 target_modules=targets, exclude_modules=exclude))
-    return _parameter_counts(model)
-
-
-def _parameter_counts(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
-
-
-def precision_flags(choice: str) -> dict[str, bool]:
-    """Trainer bf16/fp16 flags: auto picks bf16 (or fp16) on a CUDA GPU, full precision on CPU."""
-    cuda = torch.cuda.is_available()
-    if choice == "auto":
-        choice = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    if choice == "fp16" and not cuda:
-        raise UserError("mixed_precision fp16 needs a CUDA GPU; use --set mixed_precision=auto (or bf16) on CPU")
-    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
-
-
-def report_targets(report_to: str) -> list[str]:
-    """Trainer `report_to`; a tracker that is not installed is a user error, not a traceback."""
-    if report_to == "none":
-        return []
-    modules = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}[report_to]
-    if not any(importlib.util.find_spec(m) for m in modules):
-        raise UserError(f"report_to {report_to} needs the {modules[0]} package; pip install {modules[0]} or set report_to=none")
-    return [report_to]
-
-
-class PairEvaluator(BaseEvaluator):
-    """Scores eval pairs by cosine (each distinct text encoded once) with evaluate.compute_metrics, and, given eval
-    tickets, searches them (retrieval.py): each query ticket against all of them.
-
-    Called by the trainer with the model; returns the EVAL_KEYS metrics, and RETRIEVAL_KEYS with tickets (the
-    trainer prefixes them with "eval_"); `primary_metric` names the one that picks the best weights.
-    """
-
-    def __init__(self, pairs: pd.DataFrame, metric: str, folds: int, seed: int, tickets: pd.DataFrame | None = None,
-                 queries: int | None = None) -> None:
-        super().__init__()
-        self.pairs = pairs.reset_index(drop=True)
-        self.labels = self.pairs["label"].to_numpy(float)
-        self.tickets = None if tickets is None else tickets.reset_index(drop=True)
-        self.queries = None if tickets is None else query_rows(self.tickets["group"], queries, seed)
-        self.primary_metric = metric
-        self.folds = folds
-        self.seed = seed
-        self.seconds = 0.0
-
-    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
-        start = time.perf_counter()
-        metrics = compute_metrics(self.labels, pair_scores(model, self.pairs), self.folds, self.seed)
-        found = {key: float(metrics[key]) for key in EVAL_KEYS}
-        if self.tickets is not None and len(self.queries):
-            per_query = retrieval_scores(model, self.tickets, self.queries)
-            found.update({key: float(np.mean(per_query[key])) for key in RETRIEVAL_KEYS})
-        self.seconds += time.perf_counter() - start
-        return found
-
-    def check(self) -> None:
-        """Refuse an eval set on which the chosen metric is undefined (one class, or one label value)."""
-        y = self.labels >= SIMILAR
-        if self.primary_metric in RETRIEVAL_KEYS:
-            if self.tickets is None:
-                raise UserError(f"eval_metric {self.primary_metric} searches the eval tickets, and there are none; build "
-                                "the pairs with `tickettune pairs` (it writes eval_tickets.jsonl) or choose eval_metric="
-                                "spearman")
-            if not len(self.queries):
-                raise UserError(f"eval_metric {self.primary_metric}: no eval ticket shares its group with another, so "
-                                "there is nothing to find; use more eval tickets or eval_metric=spearman")
-            return
-        if self.primary_metric == "spearman" and np.ptp(self.labels) == 0:
-            raise UserError("the eval pairs all have the same label, so Spearman is undefined; use eval pairs with varied labels")
-        if self.primary_metric != "spearman" and (y.all() or not y.any()):
-            raise UserError(f"the eval pairs are all {'similar' if y.all() else 'dissimilar'}, so "
-                            f"{self.primary_metric} is undefined; use eval pairs of both kinds or eval_metric=spearman")
-
-
-class BestModel:
-    """The best weights seen at an evaluation, kept in memory and copied into each checkpoint.
-
-    Only trainable parameters are kept (the LoRA adapter, or every weight without LoRA).
-    """
-
-    FILE = "best_model.safetensors"
-
-    def __init__(self) -> None:
-        self.value: float | None = None
-        self.step: int | None = None
-        self.weights: dict[str, Any] | None = None
-
-    def offer(self, value: float, step: int, model) -> bool:
-        if value is None or math.isnan(value) or (self.value is not None and value <= self.value):
-            return False
-        self.value, self.step = float(value), int(step)
-        self.weights = {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        return True
-
-    def save(self, folder: Path) -> None:
-        from safetensors.torch import save_file
-
-        if self.weights is None:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.weights, str(folder / self.FILE), metadata={"value": repr(self.value), "step": str(self.step)})
-
-    def load(self, folder: Path) -> None:
-        from safetensors import safe_open
-
-        path = folder / self.FILE
-        if not path.is_file():
-            return
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            self.weights = {k: handle.get_tensor(k) for k in handle.keys()}
-        self.value, self.step = float(meta["value"]), int(meta["step"])
-
-    def restore(self, model) -> None:
-        if self.weights is None:
-            return
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, value in self.weights.items():
-                params[name].copy_(value.to(params[name].device))
-
-
-class UpdateScaler:
-    """Scales what training learned: weights = untuned + s x (trained - untuned), WiSE-FT style.
-
-    With LoRA the update is (alpha / r) B A, so scaling B scales it exactly; a full fine-tune interpolates
-    every weight between its untuned copy (kept from the start) and the trained one. Scale 0 is the untuned
-    model, 1 the trained one; in between keeps some of the untuned model's general similarity.
-    """
-
-    def __init__(self, model, lora: bool) -> None:
-        # A LoRA update starts from B = 0; only a full fine-tune needs the untuned weights kept.
-        self.untuned = {} if lora else {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()}
-        self.trained: dict[str, torch.Tensor] = {}
-
-    def _targets(self, model):
-        lora = [(n, p) for n, p in model.named_parameters() if "lora_B" in n]
-        return lora or [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-    def capture(self, model) -> None:
-        self.trained = {n: p.detach().to("cpu", copy=True) for n, p in self._targets(model)}
-
-    def apply(self, model, scale: float) -> None:
-        with torch.no_grad():
-            for name, param in self._targets(model):
-                trained = self.trained[name]
-                start = torch.zeros_like(trained) if "lora_B" in name else self.untuned[name]
-                param.copy_((start + scale * (trained - start)).to(param.device))
-
-
-def choose_update_scale(model, scaler: UpdateScaler, config: TrainConfig, evaluator: PairEvaluator,
-                        log: dict[str, Any], show: bool) -> dict[str, Any] | None:
-    """Try each of config.update_scales on the eval set and keep the best by eval_metric (the smaller scale on a
-    tie: it keeps more of the untuned model). Returns the scores per scale and the choice, or None when there is
-    nothing to choose (one scale, or the untuned weights were kept)."""
-    if config.update_scales == [1.0] or log["best"]["step"] in (0, None):
-        return None
-    scaler.capture(model)
-    known = {1.0: log["best"]["value"]}
-    start = next((e for e in log["evals"] if e["step"] == 0), None)
-    if start is not None and start.get(config.eval_metric) is not None:
-        known[0.0] = start[config.eval_metric]
-    values = {}
-    for scale in config.update_scales:
-        if scale not in known:
-            scaler.apply(model, scale)
-            known[scale] = evaluator(model)[config.eval_metric]
-        values[scale] = float(known[scale])
-    chosen = max(values, key=lambda s: (values[s], -s))
-    scaler.apply(model, chosen)
-    if show:
-        _say(f"update scale (WiSE-FT) on eval {config.eval_metric}: "
-             + ", ".join(f"{s:g} -> {v:.4f}" for s, v in values.items()) + f"; kept {chosen:g}")
-    return {"chosen": chosen, "eval": {f"{s:g}": v for s, v in values.items()}, "metric": config.eval_metric}
-
-
 def guide_model(config: TrainConfig):
     """group_gist's guide: the untuned model, which decides which in-batch negatives are too close to count."""
     if config.loss != "group_gist":
@@ -410,160 +71,6 @@ def guide_model(config: TrainConfig):
     from .models import load_model
 
     return load_model(config.model_name, config.max_seq_length)
-
-
-def _say(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
-
-
-class CurriculumTrainer(SentenceTransformerTrainer):
-    """SentenceTransformerTrainer with the plan's LambdaLR schedule and best weights in each checkpoint."""
-
-    def __init__(self, *args, lr_function, best: BestModel, **kwargs) -> None:
-        self.lr_function = lr_function
-        self.best = best
-        super().__init__(*args, **kwargs)
-
-    def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
-        # The library's card callback copies training pairs and sentences into model/README.md (its "Samples"
-        # and widget); ticket texts must not travel with a deployed model. card_section writes our own card.
-        pass
-
-    def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is None:
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.lr_function)
-            self._created_lr_scheduler = True
-        return self.lr_scheduler
-
-    def _save_checkpoint(self, model, trial) -> None:
-        # Written before the trainer state, so a checkpoint with trainer_state.json always has it.
-        if self.args.should_save:
-            self.best.save(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
-        super()._save_checkpoint(model, trial)
-
-
-class PhaseCallback(TrainerCallback):
-    """Evaluates at each phase end, tracks the best weights, shows a bar per phase and a summary line."""
-
-    def __init__(self, plan: Plan, best: BestModel, metric: str, show: bool) -> None:
-        self.plan, self.best, self.metric, self.show = plan, best, metric, show
-        self.bar = None
-        self.phase_started = time.perf_counter()
-        self.last_eval = math.nan
-        self.last_loss = math.nan
-
-    def _open(self, step: int) -> None:
-        if not self.show or step >= self.plan.total_steps:
-            return
-        phase = self.plan.phase_at(step)
-        self.bar = tqdm(total=phase.steps, initial=step - phase.start_step, desc=f"phase {phase.name}",
-                        unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
-        self.phase_started = time.perf_counter()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.show = self.show and state.is_world_process_zero
-        self._open(state.global_step)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.plan.phase_at(state.global_step - 1).end_step:
-            control.should_evaluate = True
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.last_loss = logs["loss"]
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{self.last_loss:.4f}", **{self.metric: f"{self.last_eval:.4f}"})
-
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        step = state.global_step
-        self.last_eval = (metrics or {}).get(f"eval_{self.metric}", math.nan)
-        self.best.offer(self.last_eval, step, model)
-        if step == 0 or step != self.plan.phase_at(step - 1).end_step:
-            return
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.show:
-            _say(self._summary(self.plan.phase_at(step - 1), state))
-        self._open(step)
-
-    def _summary(self, phase, state) -> str:
-        losses = [e["loss"] for e in state.log_history if "loss" in e and phase.start_step < e["step"] <= phase.end_step]
-        seconds = time.perf_counter() - self.phase_started
-        return (f"phase {phase.name}: steps {phase.start_step + 1}-{phase.end_step}, {phase.pairs} pairs "
-                f"({phase.epochs:g} epochs), mean loss {np.mean(losses) if losses else math.nan:.4f}, "
-                f"eval {self.metric} {fmt(self.last_eval)} (best {fmt(self.best.value)} at step {self.best.step}), "
-                f"{seconds:.0f} s")
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-
-
-class StopCallback(TrainerCallback):
-    """Hands each evaluation after a training step to `on_evaluate(step, metrics)`; True stops training there.
-
-    `metrics` holds the EVAL_KEYS (and RETRIEVAL_KEYS with eval tickets) without the trainer's "eval_" prefix. The function runs on rank 0
-    only and its answer is broadcast, so every process of a torchrun job stops at the same step.
-    """
-
-    def __init__(self, on_evaluate: Callable[[int, dict[str, float]], bool]) -> None:
-        self.hook = on_evaluate
-        self.stopped_at: int | None = None
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if state.global_step == 0:  # the untuned model (eval_on_start): nothing has trained yet
-            return
-        stop = False
-        if state.is_world_process_zero:
-            found = {key: metrics[f"eval_{key}"] for key in EVAL_KEYS + RETRIEVAL_KEYS if f"eval_{key}" in (metrics or {})}
-            stop = bool(self.hook(state.global_step, found))
-        if args.world_size > 1:
-            decision = [stop]
-            torch.distributed.broadcast_object_list(decision, src=0)
-            stop = decision[0]
-        if stop:
-            control.should_training_stop = True
-            self.stopped_at = state.global_step
-
-
-def training_log(history: list[dict[str, Any]], plan: Plan, best: BestModel, metric: str) -> dict[str, Any]:
-    """Loss, learning rate and eval metrics per step, from the trainer's log history, with the phase plan."""
-    def phase_of(step: int) -> str:  # optimizer step s (1-based in the log) is plan step s - 1
-        return plan.phase_at(max(step - 1, 0)).name
-
-    steps, evals = [], []
-    for entry in history:
-        if "loss" in entry:
-            row = {"step": entry["step"], "phase": phase_of(entry["step"]), "loss": entry["loss"],
-                   "learning_rate": entry.get("learning_rate"), "grad_norm": entry.get("grad_norm")}
-            row.update({k: entry[k] for k in ("pair", "mnrl") if k in entry})
-            steps.append(row)
-        elif f"eval_{metric}" in entry:
-            evals.append({"step": entry["step"], "phase": phase_of(entry["step"]) if entry["step"] else "start",
-                          **{k: entry[f"eval_{k}"] for k in EVAL_KEYS + RETRIEVAL_KEYS if f"eval_{k}" in entry}})
-    return {
-        "phases": [{"name": p.name, "start_step": p.start_step, "end_step": p.end_step, "epochs": p.epochs,
-                    "pairs": p.pairs} for p in plan.phases],
-        "total_steps": plan.total_steps,
-        "eval_metric": metric,
-        "best": {"step": best.step, "value": best.value},
-        "skipped_pairs": plan.dropped,
-        "steps": steps,
-        "evals": evals,
-    }
-
-
-def write_training_log(log: dict[str, Any], folder: Path) -> None:
-    write_json(folder / "training_log.json", log)
-    frame = pd.DataFrame(log["steps"])
-    if log["evals"]:
-        evals = pd.DataFrame(log["evals"])[["step", log["eval_metric"]]].rename(
-            columns={log["eval_metric"]: f"eval_{log['eval_metric']}"})
-        frame = frame.merge(evals, on="step", how="outer").sort_values("step")
-    frame.to_csv(folder / "training_log.csv", index=False)
 
 
 def card_section(config: TrainConfig, log: dict[str, Any], metrics: dict[str, Any], source: str = "") -> str:
@@ -582,14 +89,6 @@ def card_section(config: TrainConfig, log: dict[str, Any], metrics: dict[str, An
               for p in log["phases"]]
     lines += ["", "### Tuned vs untuned on held-out data", "", markdown_tables(metrics, level="####"), ""]
     return "\n".join(lines)
-
-
-def training_dataset(frame: pd.DataFrame, columns: list[str]):
-    """The rows a loss trains on as a datasets.Dataset of its columns, in order (labels as float32)."""
-    from datasets import Dataset
-
-    data = {c: frame[c].astype("float32" if c == "label" else str).tolist() for c in columns}
-    return Dataset.from_dict(data)
 
 
 def row_lengths(model, frame: pd.DataFrame, columns: list[str], limit: int) -> np.ndarray:
@@ -621,39 +120,6 @@ def _announcement(config: TrainConfig, plan: Plan, trainable: int, total: int, c
             + (f"; {plan.world_size} processes" if plan.world_size > 1 else "")
             + (f"; {plan.dropped} pairs skipped (their texts already filled the batches)" if plan.dropped else "")
             + (f"; resuming from {checkpoint.name}" if checkpoint else ""))
-
-
-def training_arguments(config: TrainConfig, plan: Plan, work: Path, eval_on_start: bool):
-    """The trainer's arguments for a planned run: the plan's batches, checkpoints under work/, no own schedule."""
-    saving = {"save_strategy": "steps", "save_steps": config.save_steps} if config.save_steps else {"save_strategy": "no"}
-    return SentenceTransformerTrainingArguments(
-        output_dir=str(work / CHECKPOINTS),
-        num_train_epochs=1,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.lr,
-        # The LambdaLR of schedule.py does the scheduling; these two only describe it in the model card.
-        lr_scheduler_type={"warmup_cosine": "cosine"}.get(config.scheduler, config.scheduler),
-        warmup_steps=config.warmup_ratio if config.warmup_ratio is not None else config.warmup_steps,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        data_seed=config.seed,
-        batch_sampler=PlannedBatchSampler(plan.batches),
-        eval_strategy="steps" if config.eval_steps else "no",
-        eval_steps=config.eval_steps,
-        # The untuned model's eval score is the bar to beat and the log's start; not again on resume.
-        eval_on_start=eval_on_start,
-        save_total_limit=2,
-        logging_steps=1,
-        disable_tqdm=True,
-        report_to=report_targets(config.report_to),
-        dataloader_drop_last=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        # accelerate only runs torchrun processes as multi-CPU (gloo) when told it is on CPU.
-        use_cpu=not torch.cuda.is_available(),
-        **saving,
-        **precision_flags(config.mixed_precision),
-    )
 
 
 @dataclass
@@ -724,7 +190,17 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
           resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
           show_progress: bool = True,
           on_evaluate: Callable[[int, dict[str, float]], bool] | None = None) -> TrainResult:
-    """Train config.model_name on the pairs' curriculum phases and write OUT (see the module docstring).
+    """Train config.model_name on the curriculum phases and write OUT (see the module docstring).
+
+    Takes labelled tickets (group losses: config.loss in GROUP_LOSSES, from pairs.tickets["train"]) or pairs
+    (the other losses); returns a TrainResult whose `metrics` compare tuned and untuned on each held-out set.
+
+        >>> from tickettune.config import resolve_config
+        >>> from tickettune.train import train
+        >>> config = resolve_config("recommended", sets=["phase_epochs=[1,1,1]"])   # doctest: +SKIP
+        >>> result = train(config, "pairs/", "run/")                                # doctest: +SKIP
+        >>> result.metrics["retrieval"]["change"]["precision@10_ci95"]              # doctest: +SKIP
+        [0.012, 0.031]
 
     pairs: TrainingPairs, or a directory made by `tickettune pairs`.
     phases: keep the train pairs' phases (one phase when they have none), `single`, or `difficulty`
@@ -760,9 +236,9 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     if config.use_lora:
         trainable, total = add_lora(model, config)
     else:
-        trainable, total = _parameter_counts(model)
+        trainable, total = parameter_counts(model)
     if show:
-        _say(_announcement(config, plan, trainable, total, checkpoint))
+        say(_announcement(config, plan, trainable, total, checkpoint))
 
     # Creating the arguments joins the torchrun process group, so every process has checked the
     # run folder above before rank 0 changes it here.
@@ -823,10 +299,10 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
     if show:
         scored = ([f"{len(sets.tickets)} test tickets"] if sets.tickets is not None else []) \
             + [f"{len(frame)} {name} pairs" for name, frame in sets.pairs.items()]
-        _say(f"restored the {log['restored']} weights (eval {config.eval_metric} {fmt(log['best']['value'])} at step "
+        say(f"restored the {log['restored']} weights (eval {config.eval_metric} {fmt(log['best']['value'])} at step "
              f"{log['best']['step']}); scoring {', '.join(scored)}")
         if log["restored"] == "best" and log["best"]["step"] == 0:
-            _say(f"note: no training step beat the untuned model on eval {config.eval_metric}, so the saved model "
+            say(f"note: no training step beat the untuned model on eval {config.eval_metric}, so the saved model "
                  "equals it; try another lr, loss or more epochs")
     base = load_model(config.model_name, config.max_seq_length)
     metrics, scores = judge(model, base, sets, config.retrieval_queries, config.threshold_cv_folds,
