@@ -136,10 +136,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "lora_alpha": 64, "lora_dropout": 0.05, "max_seq_length": 256, "eval_subset": None},
     "hard-focus": {**_V2, "phase_epochs": [2, 3, 10], "lr": 4e-5, "warmup_steps": 300, "eval_subset": None},
     "recommended": dict(
-        lr=2e-4, phase_epochs=[1, 1, 1], max_train_tickets=4000, warmup_ratio=0.1, batch_size=64, groups_per_batch=8,
-        max_seq_length=64,
-        lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="batch_all_triplet", scheduler="warmup_cosine",
-        weight_decay=0.01, eval_subset=None, eval_metric="precision@10", update_scales=[0.25, 0.5, 0.75, 1.0],
+        lr=2e-4, phase_epochs=[1, 1, 1], max_train_tickets=2000, warmup_ratio=0.1, batch_size=64, groups_per_batch=8,
+        max_seq_length=64, lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="batch_all_triplet",
+        scheduler="warmup_cosine", weight_decay=0.01, eval_subset=200, eval_tickets=1000, eval_metric="precision@10",
+        update_scales=[0.25, 0.5, 0.75, 1.0],
     ),
     "recommended-pairs": dict(
         lr=5e-4, phase_epochs=[1, 1, 1], warmup_ratio=0.1, batch_size=32, max_seq_length=128,

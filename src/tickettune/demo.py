@@ -25,6 +25,7 @@ class DemoSize:
     pairs_per_phase: int = 400
     eval_pairs: int = 300
     test_pairs: int = 600
+    train_tickets: int = 600  # group losses: tickets trained on (of ~1,400), so that training takes ~2 minutes
 
 
 def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: DemoSize = DemoSize(), seed: int = 0,
@@ -53,6 +54,8 @@ def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: Demo
             say(table)
         say(f"3/3  training {config.model_name} with LoRA ({config.loss}, lr {config.lr:g}, "
             f"epochs {'/'.join(f'{e:g}' for e in config.phase_epochs)}), then searching the held-out tickets")
+        if config.loss in GROUP_LOSSES and (config.max_train_tickets or size.train_tickets + 1) > size.train_tickets:
+            config = config.model_copy(update={"max_train_tickets": size.train_tickets})
         result = train(config, from_pairset(pairset, str(out / PAIRS_DIR)), tmp / "run", overwrite=True)
         for item in (tmp / "run").iterdir():
             shutil.move(str(item), str(tmp / item.name))
