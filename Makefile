@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # The CPU build of torch must be installed before the package, or pip resolves
 # the torch range to a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= offline,dev,search,sweep,onnx
+EXTRAS ?= offline,dev,search,sweep,onnx,serve
 
 .PHONY: demo test install clean
 
