@@ -208,17 +208,20 @@ class LiveTickets:
 
         table = records_table(records, "tickets", "ticket", numbers=range(len(records)))
         wanted = self.text_column or "short_description, description or text"
-        try:
-            frame = with_text(table, self.text_column)
-        except UserError:
-            raise UserError(f"tickets: no ticket has a {wanted} field; send the ticket text in it") from None
+        # Each ticket's text from the fields it has, as a file of its own would give it: one post may mix layouts.
+        layout = table.ne("").apply(lambda row: tuple(row.index[row]), axis=1)
+        parts = []
+        for columns, part in table.groupby(layout, sort=False):
+            try:
+                parts.append(with_text(part[list(columns)], self.text_column))
+            except UserError:
+                raise UserError(f"tickets[{part.index[0]}]: no text in {wanted}; send the ticket text in "
+                                f"{self.text_column or 'one of them'}") from None
+        frame = pd.concat(parts).sort_index().fillna("")
         numbers = frame["number"].str.strip() if "number" in frame.columns else pd.Series("", index=frame.index)
-        for i, (number, text) in enumerate(zip(numbers, frame["text"])):
+        for i, number in zip(frame.index, numbers):
             if not number:
                 raise UserError(f"tickets[{i}].number: missing or empty; every ticket needs its number")
-            if not text:
-                raise UserError(f"tickets[{i}]: no text in {', '.join(frame.attrs['text_columns'])}; "
-                                f"send the ticket text in {wanted}")
         frame = frame.assign(number=numbers)
         # The last of a number wins, as it would in the store.
         frame = frame.drop_duplicates("number", keep="last")
