@@ -174,6 +174,8 @@ def serve(
     text_column: Optional[str] = typer.Option(None, help="column holding the ticket text (default: the reader's choice)"),
     group_column: Optional[str] = typer.Option(None, help="column returned as a result's group (default: assignment_group)"),
     batching: bool = typer.Option(True, help="encode requests that arrive together in one batch"),
+    threads: Optional[int] = typer.Option(None, help="torch threads per worker (default: the cores but one, "
+                                                       "shared among the workers)", min=1),
 ) -> None:
     """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
     import importlib.util
@@ -184,7 +186,8 @@ def serve(
 
     settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
-                             group_column=group_column, threshold=threshold, token=token or None, batching=batching)
+                             group_column=group_column, threshold=threshold, token=token or None, batching=batching,
+                             threads=threads)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
 
 

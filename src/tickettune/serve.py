@@ -281,7 +281,6 @@ class Batcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="tickettune-model")
         self.task: Optional[asyncio.Task] = None
-        self.batch_sizes: list[int] = []
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop())
@@ -504,6 +503,15 @@ def check_port(host: str, port: int) -> None:
                             "uses it") from None
 
 
+def default_threads(workers: int) -> int:
+    """Torch threads per worker: the cores but one (left to HTTP and JSON), shared among the workers.
+
+    On a shared 2-core machine a second torch thread made a one-text encode 20x slower (its threads
+    wait on each other while another process holds a core), one thread was steady: see RESULTS.md.
+    """
+    return max(1, ((os.cpu_count() or 1) - 1) // workers)
+
+
 def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                say: Callable[[str], None] = print) -> None:
     """Check everything that can be checked cheaply, open the tickets once, then serve until interrupted."""
@@ -522,8 +530,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     if settings.threshold is None:
         settings.threshold = model_threshold(settings.model)
     check_port(host, port)
-    cpus = os.cpu_count() or 1
-    settings.threads = max(1, cpus // workers)
+    settings.threads = settings.threads or default_threads(workers)
     with_progress = len(frame) > MAX_TICKETS_PER_POST
     if with_progress:
         say(f"loading {settings.model} and the index of {len(frame)} tickets (encoded once if not cached)")
