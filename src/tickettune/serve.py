@@ -168,11 +168,17 @@ class ErrorResponse(BaseModel):
 
 # --- the model thread ---
 
+# The jobs the model thread runs; `texts` is what each gives to the batch's one encode call.
+
 @dataclass
 class Similar:
     text: Optional[str]
     number: Optional[str]
     k: int
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text] if self.text else []
 
 
 @dataclass
@@ -183,6 +189,10 @@ class Embed:
 @dataclass
 class Upsert:
     records: list[dict]
+
+    @property
+    def texts(self) -> list[str]:
+        return []  # encoded by LiveTickets.upsert, which first builds each ticket's text from its fields
 
 
 class Engine:
@@ -218,8 +228,7 @@ class Engine:
         for i, job in enumerate(jobs):
             if isinstance(job, Upsert):
                 answers[i] = self._upsert(job)
-        texts = [t for job in jobs for t in ([job.text] if isinstance(job, Similar) and job.text else
-                                              job.texts if isinstance(job, Embed) else [])]
+        texts = [text for job in jobs for text in job.texts]
         vectors = iter(self.encode(texts) if texts else [])
         queries, searches = [], []
         for i, job in enumerate(jobs):
@@ -302,10 +311,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            texts = _texts_in(batch[0][0])
+            texts = len(batch[0][0].texts)
             while self.batching and texts < MAX_BATCH_TEXTS and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-                texts += _texts_in(batch[-1][0])
+                texts += len(batch[-1][0].texts)
             try:
                 answers = await loop.run_in_executor(self.thread, self.engine.run, [job for job, _ in batch])
             except Exception as exc:  # answered as a 500 by ErrorGuard, which logs it
@@ -313,10 +322,6 @@ class Batcher:
             for (_, future), answer in zip(batch, answers):
                 if not future.done():  # done: the client went away
                     future.set_result(answer)
-
-
-def _texts_in(job) -> int:
-    return len(job.texts) if isinstance(job, Embed) else len(job.records) if isinstance(job, Upsert) else 1
 
 
 # --- HTTP ---
