@@ -130,10 +130,11 @@ class VectorIndex:
         new = rows >= n
         if len(rows) != len(vectors) or not np.array_equal(rows[new], np.arange(n, n + int(new.sum()))):
             raise ValueError(f"expected existing rows or rows numbered from {n} on, one per vector")
-        # A loaded index maps its file read-only; the first change takes a private copy.
-        grown = np.concatenate([self.vectors, vectors[new]]) if new.any() else np.array(self.vectors)
-        grown[rows[~new]] = vectors[~new]
-        self.vectors = grown
+        if new.any():
+            self.vectors = np.concatenate([self.vectors, vectors[new]])
+        elif not self.vectors.flags.writeable:  # mapped read-only from the cache: change a private copy
+            self.vectors = np.array(self.vectors)
+        self.vectors[rows[~new]] = vectors[~new]
         if self.backend == "ivf":
             import faiss
 
