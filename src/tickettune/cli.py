@@ -176,6 +176,8 @@ def serve(
     batching: bool = typer.Option(True, help="encode requests that arrive together in one batch"),
     threads: Optional[int] = typer.Option(None, help="torch threads per worker (default: the cores but one, "
                                                        "shared among the workers)", min=1),
+    index: str = typer.Option("auto", help="exact (numpy scan), ivf (FAISS: a search in about a millisecond, "
+                                           "built once into the cache) or auto (exact up to 200,000 tickets)"),
 ) -> None:
     """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
     import importlib.util
@@ -187,7 +189,7 @@ def serve(
     settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
-                             threads=threads)
+                             threads=threads, index=index)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
 
 

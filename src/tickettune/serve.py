@@ -39,7 +39,7 @@ from . import __version__
 from .errors import UserError
 from .live_tickets import LiveTickets
 from .models import load_model, offline_environment, resolve_model
-from .search import model_threshold, read_ticket_file
+from .search import choose_backend, model_threshold, read_ticket_file
 
 MAX_K = 100
 MAX_EMBED_TEXTS = 256
@@ -67,6 +67,7 @@ class ServeSettings:
     token: Optional[str] = None
     batching: bool = True
     threads: Optional[int] = None
+    index: str = "auto"
 
 
 class ClientError(Exception):
@@ -207,13 +208,18 @@ class Engine:
     def open(cls, settings: ServeSettings) -> tuple["Engine", bool]:
         """Load the model once and the tickets (index from the cache, built if missing); and whether it was cached."""
         import torch
+        from threadpoolctl import threadpool_limits
 
         if settings.threads:
+            # The index scan's BLAS (and FAISS's OpenMP) too: on shared cores a call whose threads wait for
+            # each other stalls as torch's do.
             torch.set_num_threads(settings.threads)
+            threadpool_limits(settings.threads)
         tickets = read_ticket_file(Path(settings.tickets), settings.text_column)
         engine = cls(load_model(settings.model), settings)
         engine.live, cached = LiveTickets.open(tickets, resolve_model(settings.model), engine.encode, Path(settings.store),
-                                               settings.cache_dir and Path(settings.cache_dir), settings.text_column)
+                                               settings.cache_dir and Path(settings.cache_dir), settings.text_column,
+                                               settings.index)
         return engine, cached
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -509,10 +515,10 @@ def check_port(host: str, port: int) -> None:
 
 
 def default_threads(workers: int) -> int:
-    """Torch threads per worker: the cores but one (left to HTTP and JSON), shared among the workers.
+    """Torch (and BLAS) threads per worker: the cores but one (left to HTTP and JSON), shared among the workers.
 
-    On a shared 2-core machine a second torch thread made a one-text encode 20x slower (its threads
-    wait on each other while another process holds a core), one thread was steady: see RESULTS.md.
+    On a shared 2-core machine a second thread made requests 3 to 6 times slower (its threads wait on
+    each other while another process holds a core); one thread was steady: RESULTS.md, Serve.
     """
     return max(1, ((os.cpu_count() or 1) - 1) // workers)
 
@@ -534,6 +540,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         settings.group_column = next((c for c in GROUP_COLUMNS if c in frame.columns), None)
     if settings.threshold is None:
         settings.threshold = model_threshold(settings.model)
+    choose_backend(len(frame), settings.index)
     check_port(host, port)
     settings.threads = settings.threads or default_threads(workers)
     with_progress = len(frame) > MAX_TICKETS_PER_POST
