@@ -6,7 +6,7 @@ cache before it starts (each row's vector is still the model's encoding of its o
 build to minutes on 2 cores; the server's work per request (encode the query, scan every row) is that of
 100,000 tickets. The queries are other incidents of the sample (another seed), as an agent would paste them.
 
-Every configuration (batching on or off, torch threads) is a `tickettune serve` process on 127.0.0.1,
+Every configuration (index exact or ivf, batching on or off, torch threads) is a `tickettune serve` process on 127.0.0.1,
 all started at once and driven in turns, so that load from other work on the machine falls on them
 alike. A row is `--clients` closed-loop clients (each sends its next request when its answer arrives)
 for `--seconds` or `--max-requests`, whichever comes first; latency is measured at the client, which
@@ -46,9 +46,11 @@ def write_tickets(path: Path, n: int, unique: int, seed: int) -> None:
     frame.to_csv(path, index=False)
 
 
-def build_index(model: str, tickets: Path, cache: Path) -> float:
-    """Fill the index cache the server will read, encoding each distinct text once; seconds taken."""
+def build_index(model: str, tickets: Path, cache: Path, backends: set[str]) -> tuple[float, bool]:
+    """Fill the index cache the servers will read, encoding each distinct text once; seconds taken, and whether
+    it was there already. Other backends' entries reuse the exact entry's vectors (same model, same texts)."""
     texts = list(read_ticket_file(tickets)["text"])
+    folder = resolve_model(model)
     start = time.perf_counter()
     loaded = []
 
@@ -58,8 +60,10 @@ def build_index(model: str, tickets: Path, cache: Path) -> float:
         vectors = encode_texts(loaded[0], batch, show_progress=True)
         return np.stack([vectors[t] for t in batch])
 
-    IndexCache(cache).load_or_build(resolve_model(model), texts, encode)
-    return time.perf_counter() - start
+    exact, cached = IndexCache(cache).load_or_build(folder, texts, encode, "exact")
+    for backend in backends - {"exact"}:
+        IndexCache(cache).load_or_build(folder, texts, lambda _: np.asarray(exact.vectors), backend)
+    return time.perf_counter() - start, cached
 
 
 def free_port() -> int:
@@ -129,11 +133,11 @@ def summary(runs: list[dict]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| request | batching | torch threads | clients | requests | failed | p50 (ms) | p95 (ms) | requests/s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| request | index | batching | torch threads | clients | requests | failed | p50 (ms) | p95 (ms) | requests/s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['request']} | {'on' if r['batching'] else 'off'} | {r['threads']} | {r['clients']} "
-                     f"| {r['requests']} | {r['failed']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['rps']:.1f} |")
+        lines.append(f"| {r['request']} | {r['index']} | {'on' if r['batching'] else 'off'} | {r['threads']} "
+                     f"| {r['clients']} | {r['requests']} | {r['failed']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['rps']:.1f} |")
     return "\n".join(lines)
 
 
@@ -144,6 +148,9 @@ def main() -> None:
     parser.add_argument("--unique", type=int, default=6_000, help="distinct incidents among the tickets")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch threads of the batching server")
+    parser.add_argument("--indexes", nargs="+", default=["exact", "ivf"], choices=["exact", "ivf"],
+                        help="index backends of the batching server (the others use the first)")
+    parser.add_argument("--posts", type=int, default=30, help="POST /tickets requests (one new ticket each)")
     parser.add_argument("--seconds", type=float, default=16.0, help="per row")
     parser.add_argument("--max-requests", type=int, default=3000, help="per row")
     parser.add_argument("--turns", type=int, default=4, help="each row's time is split into this many turns")
@@ -155,53 +162,64 @@ def main() -> None:
     tickets = args.work / f"tickets-{args.tickets}-{args.unique}.csv"
     if not tickets.is_file():
         write_tickets(tickets, args.tickets, args.unique, seed=0)
-    build_s = build_index(args.model, tickets, args.work / "cache")
+    build_s, reused = build_index(args.model, tickets, args.work / "cache", set(args.indexes))
     queries = generate_sample(2000, seed=1)
     texts = [f"{s}\n{d}".strip() for s, d in zip(queries["short_description"], queries["description"])]
     by_text = [{"text": t, "k": 10} for t in texts]
     by_title = [{"text": t, "k": 10} for t in queries["short_description"]]
     numbers = [{"number": f"INC{i:07d}", "k": 10} for i in range(1, args.tickets + 1, 37)]
     print(f"index of {args.tickets} tickets ready in {build_s:.0f} s", flush=True)
+    posts = [{"tickets": [{"number": f"INC9{i:06d}", "short_description": t}]} for i, t in enumerate(texts)]
 
-    configs = [(True, threads) for threads in args.threads] + [(False, args.threads[0])]
+    # (index, batching, torch threads)
+    first = args.indexes[0], True, args.threads[0]
+    configs = ([first] + [(args.indexes[0], True, t) for t in args.threads[1:]] + [(args.indexes[0], False, args.threads[0])]
+               + [(index, True, args.threads[0]) for index in args.indexes[1:]])
     servers = {}
+    rows = []
+
+    def row(request: str, config: tuple, clients: int, runs: list[dict]) -> None:
+        rows.append({"request": request, "index": config[0], "batching": config[1], "threads": config[2],
+                     "clients": clients, **summary(runs)})
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+
     try:
         # All servers at once, driven in turns: load from other work on the machine drifts, and turns
         # spread it over the configurations alike. An idle server takes no CPU.
-        for batching, threads in configs:
+        for config in configs:
+            index, batching, threads = config
             store = args.work / f"store-{time.time_ns()}"  # empty: no ticket added by an earlier run
-            servers[batching, threads] = Server(
+            servers[config] = Server(
                 ["--model", args.model, "--tickets", str(tickets), "--cache-dir", str(args.work / "cache"), "--store",
-                 str(store), "--threads", str(threads)] + ([] if batching else ["--no-batching"]),
-                args.work / f"server-{'batch' if batching else 'single'}-{threads}.log")
-        rows = []
-        loads = [("/similar by text", by_text), ("/similar by title", by_title)]
-        for request, bodies in loads:
+                 str(store), "--threads", str(threads), "--index", index] + ([] if batching else ["--no-batching"]),
+                args.work / f"server-{index}-{'batch' if batching else 'single'}-{threads}.log")
+        for request, bodies in [("/similar by text", by_text), ("/similar by title", by_title)]:
             for clients in args.clients:
                 runs = {config: [] for config in configs}
                 for _ in range(args.turns):
                     for config in configs:
                         runs[config].append(asyncio.run(drive(servers[config].url, "/similar", bodies, clients,
                                                               args.seconds / args.turns, args.max_requests // args.turns)))
-                for (batching, threads), done in runs.items():
-                    rows.append({"request": request, "batching": batching, "threads": threads, "clients": clients,
-                                 **summary(done)})
-                    print(table(rows[-1:]).splitlines()[-1], flush=True)
-        first = configs[0]
-        done = [asyncio.run(drive(servers[first].url, "/similar", numbers, 8, args.seconds, args.max_requests))]
-        rows.append({"request": "/similar by number", "batching": first[0], "threads": first[1], "clients": 8,
-                     **summary(done)})
+                for config, done in runs.items():
+                    row(request, config, clients, done)
+        ends = list(dict.fromkeys([configs[0], configs[-1]]))  # exact and IVF, batching on
+        for config in ends:
+            row("/similar by number", config, 8,
+                [asyncio.run(drive(servers[config].url, "/similar", numbers, 8, args.seconds, args.max_requests))])
+        for config in ends:
+            row("POST /tickets, 1 new ticket", config, 1,
+                [asyncio.run(drive(servers[config].url, "/tickets", posts, 1, args.seconds, args.posts))])
     finally:
         for server in servers.values():
             server.stop()
-    body = (f"{args.model}, {args.tickets:,} tickets ({args.unique:,} distinct synthetic incidents repeated; exact "
-            f"numpy scan), k=10, queries: 2,000 other synthetic incidents, "
+    body = (f"{args.model}, {args.tickets:,} tickets ({args.unique:,} distinct synthetic incidents repeated), index "
+            f"exact (numpy scan) or ivf (FAISS IVF-Flat as `tickettune search` builds it), k=10, queries: 2,000 other synthetic incidents, "
             f"by text = short description + description (as a new incident holds them), by title = short description "
             f"only. Closed-loop httpx clients on the same machine, {args.seconds:g} s or {args.max_requests} requests "
             f"per row in {args.turns} turns taken in rotation with the other configurations' rows (every server runs "
             f"throughout, idle when not driven), each after a warm-up; one server process each (uvicorn, uvloop). The "
-            f"index cache was filled in {build_s:.0f} s "
-            f"(0 when reused).\n\n" + table(rows))
+            + ("index cache was there from an earlier run" if reused else f"index cache was filled in {build_s:.0f} s")
+            + ". POST /tickets adds one new ticket per request.\n\n" + table(rows))
     print(body)
     if not args.no_record:
         sys.path.insert(0, str(Path(__file__).parent))
