@@ -218,7 +218,8 @@ def main() -> None:
             f"only. Closed-loop httpx clients on the same machine, {args.seconds:g} s or {args.max_requests} requests "
             f"per row in {args.turns} turns taken in rotation with the other configurations' rows (every server runs "
             f"throughout, idle when not driven), each after a warm-up; one server process each (uvicorn, uvloop). The "
-            + ("index cache was there from an earlier run" if reused else f"index cache was filled in {build_s:.0f} s")
+            + (f"exact index came from the cache of an earlier run ({build_s:.0f} s here for the other indexes)" if reused
+               else f"index cache was filled in {build_s:.0f} s")
             + ". POST /tickets adds one new ticket per request.\n\n" + table(rows))
     print(body)
     if not args.no_record:
