@@ -517,8 +517,8 @@ def check_port(host: str, port: int) -> None:
 def default_threads(workers: int) -> int:
     """Torch (and BLAS) threads per worker: the cores but one (left to HTTP and JSON), shared among the workers.
 
-    On a shared 2-core machine a second thread made requests 3 to 6 times slower (its threads wait on
-    each other while another process holds a core); one thread was steady: RESULTS.md, Serve.
+    On a shared 2-core machine two threads served 4 to 17 times fewer requests/s than one (its threads
+    wait on each other while another process holds a core): RESULTS.md, Serve.
     """
     return max(1, ((os.cpu_count() or 1) - 1) // workers)
 
