@@ -327,6 +327,7 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys, monkeypatch):
         port = taken.getsockname()[1]
         assert f"cannot listen on 127.0.0.1:{port}" in error([*args, "--port", str(port)])
     assert "no column 'team'" in error([*args, "--group-column", "team"])
+    assert "index backend 'annoy' is unknown" in error([*args, "--index", "annoy"])
     import importlib.util
 
     real = importlib.util.find_spec

@@ -429,7 +429,6 @@ def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MA
         "Similar-incident search with a fine-tuned embedding model. Every endpoint but /health needs "
         "`Authorization: Bearer <token>` when the server was started with --token. Errors are "
         "`{\"error\": \"<field>: <problem>; <fix>\"}`."))
-    app.state.batcher = batcher
     bearer = HTTPBearer(auto_error=False, description="the server's --token (or TICKETTUNE_TOKEN)")
     expected = (settings.token or "").encode()
 
@@ -537,14 +536,14 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     if settings.group_column:
         settings.group_column = resolve_column(frame, settings.group_column, "--group-column")
     else:
-        settings.group_column = next((c for c in GROUP_COLUMNS if c in frame.columns), None)
+        # Without one in the file, tickets posted later may still bring an assignment group.
+        settings.group_column = next((c for c in GROUP_COLUMNS if c in frame.columns), GROUP_COLUMNS[0])
     if settings.threshold is None:
         settings.threshold = model_threshold(settings.model)
     choose_backend(len(frame), settings.index)
     check_port(host, port)
     settings.threads = settings.threads or default_threads(workers)
-    with_progress = len(frame) > MAX_TICKETS_PER_POST
-    if with_progress:
+    if len(frame) > MAX_TICKETS_PER_POST:
         say(f"loading {settings.model} and the index of {len(frame)} tickets (encoded once if not cached)")
     engine, cached = Engine.open(settings)
     threshold = "no threshold known" if settings.threshold is None else f"threshold {settings.threshold:.3f}"
