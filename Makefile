@@ -27,7 +27,7 @@ test: $(VENV)/.installed
 # A headless Chromium for the serve page's browser test (skipped without one): playwright's own download,
 # else Debian's package (needs root).
 browser: $(VENV)/.installed
-	$(PY) -m playwright install chromium-headless-shell || apt-get install -y chromium-headless-shell
+	$(PY) -m playwright install chromium-headless-shell || (apt-get update && apt-get install -y chromium-headless-shell)
 
 clean:
 	rm -rf $(VENV) demo-out
