@@ -5,9 +5,9 @@ PIP := $(PY) -m pip
 # The CPU build of torch must be installed before the package, or pip resolves
 # the torch range to a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= offline,dev,search,sweep,onnx
+EXTRAS ?= offline,dev,search,sweep,onnx,serve
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# A headless Chromium for the serve page's browser test (skipped without one): playwright's own download,
+# else Debian's package (needs root).
+browser: $(VENV)/.installed
+	$(PY) -m playwright install chromium-headless-shell || (apt-get update && apt-get install -y chromium-headless-shell)
 
 clean:
 	rm -rf $(VENV) demo-out

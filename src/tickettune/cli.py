@@ -197,6 +197,42 @@ def search(
 
 
 @app.command()
+def serve(
+    model: str = typer.Option(..., "--model", "-m", help="model folder (e.g. OUT/model) or id"),
+    tickets: Path = typer.Option(..., "--tickets", "-t", help="ticket file: ServiceNow export or CSV/JSONL with a text column"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface; use --token then)"),
+    port: int = typer.Option(8000, help="TCP port", min=1, max=65535),
+    workers: int = typer.Option(1, help="server processes, each with its own copy of the model", min=1),
+    token: Optional[str] = typer.Option(None, envvar="TICKETTUNE_TOKEN", show_envvar=True,
+                                        help="require 'Authorization: Bearer TOKEN' on every endpoint but /health"),
+    threshold: Optional[float] = typer.Option(None, help="mark scores at or above this as duplicates (default: "
+                                                           "model.threshold in metrics.json beside the model folder)"),
+    store: Optional[Path] = typer.Option(None, help="folder keeping the tickets added through POST /tickets "
+                                                     "(default: FILE.added beside the ticket file)"),
+    cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
+    text_column: Optional[str] = typer.Option(None, help="column holding the ticket text (default: the reader's choice)"),
+    group_column: Optional[str] = typer.Option(None, help="column returned as a result's group (default: assignment_group)"),
+    batching: bool = typer.Option(True, help="encode requests that arrive together in one batch"),
+    threads: Optional[int] = typer.Option(None, help="torch threads per worker (default: the cores but one, "
+                                                       "shared among the workers)", min=1),
+    index: str = typer.Option("auto", help="exact (numpy scan), ivf (FAISS: a search in about a millisecond, "
+                                           "built once into the cache) or auto (exact up to 200,000 tickets)"),
+) -> None:
+    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")):
+        raise UserError("tickettune serve needs fastapi and uvicorn, which are not installed; pip install 'tickettune[serve]'")
+    from .serve import ServeSettings, run_server
+
+    settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
+                             cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
+                             group_column=group_column, threshold=threshold, token=token or None, batching=batching,
+                             threads=threads, index=index)
+    run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
+
+
+@app.command()
 def export(
     model: str = typer.Option(..., "--model", "-m", help="trained model folder (e.g. OUT/model) or id"),
     out: Path = typer.Option(..., "--out", "-o", help="output directory"),

@@ -117,6 +117,30 @@ class VectorIndex:
             scores[start:start + step, :kept] = np.take_along_axis(best_scores, order, axis=1)
         return scores, rows
 
+    def upsert(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """Give `rows` these vectors: rows below len(self) are replaced, rows len(self), len(self)+1, ... appended.
+
+        Only the given vectors change (nothing is re-encoded); IVF cells stay those trained on the first
+        vectors, a new vector is filed under the nearest. Not safe beside a concurrent search: callers
+        serialise the two.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        n = len(self.vectors)
+        new = rows >= n
+        if len(rows) != len(vectors) or not np.array_equal(rows[new], np.arange(n, n + int(new.sum()))):
+            raise ValueError(f"expected existing rows or rows numbered from {n} on, one per vector")
+        if new.any():
+            self.vectors = np.concatenate([self.vectors, vectors[new]])
+        elif not self.vectors.flags.writeable:  # mapped read-only from the cache: change a private copy
+            self.vectors = np.array(self.vectors)
+        self.vectors[rows[~new]] = vectors[~new]
+        if self.backend == "ivf":
+            import faiss
+
+            self.faiss_index.remove_ids(faiss.IDSelectorArray(rows[~new]))
+            self.faiss_index.add_with_ids(vectors, rows)
+
     def save(self, folder: Path) -> None:
         """Write vectors.npy (and index.faiss for ivf) into an existing folder."""
         np.save(folder / "vectors.npy", self.vectors)
@@ -126,14 +150,20 @@ class VectorIndex:
             faiss.write_index(self.faiss_index, str(folder / "index.faiss"))
 
     @classmethod
-    def load(cls, folder: Path, backend: str) -> "VectorIndex":
-        """Map a saved index into memory: pages are read as searches touch them, so loading takes moments."""
+    def load(cls, folder: Path, backend: str, writable: bool = False) -> "VectorIndex":
+        """Map a saved index into memory: pages are read as searches touch them, so loading takes moments.
+
+        `writable` reads it whole instead, for an index that will change (`upsert`): FAISS cannot add
+        to the lists of a mapped file.
+        """
         faiss_index = None
         if backend == "ivf":
             import faiss
 
-            faiss_index = faiss.read_index(str(folder / "index.faiss"), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        return cls(np.load(folder / "vectors.npy", mmap_mode="r"), backend=backend, faiss_index=faiss_index)
+            flags = 0 if writable else faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+            faiss_index = faiss.read_index(str(folder / "index.faiss"), flags)
+        vectors = np.load(folder / "vectors.npy", mmap_mode=None if writable else "r")
+        return cls(vectors, backend=backend, faiss_index=faiss_index)
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -170,13 +200,17 @@ class IndexCache:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
     def load_or_build(self, model_folder: Path, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray],
-                      backend: str = "auto") -> tuple[VectorIndex, bool]:
-        """The cached index of `texts` under this model, or a new one from `encode(texts)`; and whether it was cached."""
+                      backend: str = "auto", writable: bool = False) -> tuple[VectorIndex, bool]:
+        """The cached index of `texts` under this model, or a new one from `encode(texts)`; and whether it was cached.
+
+        The entry on disk always holds exactly `texts`: a caller that changes the index (`writable`, for
+        `VectorIndex.upsert`) changes its own copy, so the key stays true for the next reader.
+        """
         backend = choose_backend(len(texts), backend)
         entry = self.cache_dir / self.key(model_folder, texts, backend)
         if (entry / "index.json").is_file():
             try:
-                index = VectorIndex.load(entry, backend)
+                index = VectorIndex.load(entry, backend, writable)
             except (OSError, ValueError, RuntimeError):  # a damaged entry is rebuilt, never trusted
                 index = None
             if index is not None and len(index) == len(texts):
@@ -242,17 +276,29 @@ def read_ticket_file(path: Path, text_column: Optional[str] = None) -> pd.DataFr
 
     Rows without text are left out (they cannot be similar to anything); `attrs["notes"]` says how many.
     """
-    from .tickets import text_columns_of, build_text, read_table
+    from .tickets import read_table
 
-    table = read_table(path)
-    columns = text_columns_of(table, [text_column] if text_column else None)
-    text = pd.Series([build_text(parts) for parts in zip(*(table[c] for c in columns))], index=table.index)
-    frame = table.drop(columns=["text"], errors="ignore").assign(text=text)
+    frame = with_text(read_table(path), text_column)
     empty = frame["text"] == ""
+    columns = frame.attrs["text_columns"]
     frame = frame[~empty].reset_index(drop=True)
     if frame.empty:
         raise UserError(f"{path}: no ticket has text in {', '.join(columns)}; choose the text with --text-column")
     frame.attrs["notes"] = [f"{path}: left out {int(empty.sum())} tickets without text"] if empty.any() else []
+    return frame
+
+
+def with_text(table: pd.DataFrame, text_column: Optional[str] = None) -> pd.DataFrame:
+    """A `tickets.read_table`-style table with its `text` made as for training (empty where the ticket has none).
+
+    `attrs["text_columns"]` names the columns the text came from.
+    """
+    from .tickets import build_text, text_columns_of
+
+    columns = text_columns_of(table, [text_column] if text_column else None)
+    text = pd.Series([build_text(parts) for parts in zip(*(table[c] for c in columns))], index=table.index, dtype=object)
+    frame = table.drop(columns=["text"], errors="ignore").assign(text=text)
+    frame.attrs["text_columns"] = columns
     return frame
 
 

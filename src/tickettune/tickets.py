@@ -107,7 +107,8 @@ def _read_delimited(text: str, source: str, delimiter: str) -> pd.DataFrame:
     return _table(header, rows, range(2, len(rows) + 2), source, "row")
 
 
-def _records_table(records: Any, source: str, kind: str, numbers: Sequence[int] | None = None) -> pd.DataFrame:
+def records_table(records: Any, source: str, kind: str, numbers: Sequence[int] | None = None) -> pd.DataFrame:
+    """A list of ticket objects (JSON records, or tickets posted to `tickettune serve`) as a table of strings."""
     if not isinstance(records, list):
         raise UserError(f"{source}: expected a list of ticket objects, got {type(records).__name__}")
     numbers = list(numbers) if numbers is not None else list(range(1, len(records) + 1))
@@ -134,7 +135,7 @@ def _read_json(text: str, source: str) -> pd.DataFrame:
             raise UserError(f"{source}: JSON object without a 'result' list; expected ServiceNow Table API output "
                             f"{{\"result\": [...]}} or a list of tickets (keys found: {', '.join(map(str, data))})")
         data = data[key]
-    return _records_table(data, source, "record")
+    return records_table(data, source, "record")
 
 
 def _json_line(line: str, number: int, source: str) -> Any:
@@ -147,7 +148,7 @@ def _json_line(line: str, number: int, source: str) -> Any:
 def _read_jsonl(text: str, source: str) -> pd.DataFrame:
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     records = [_json_line(line, number, source) for number, line in lines]
-    return _records_table(records, source, "line", [number for number, _ in lines])
+    return records_table(records, source, "line", [number for number, _ in lines])
 
 
 def _read_xlsx(path: Path) -> pd.DataFrame:

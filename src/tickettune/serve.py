@@ -1,0 +1,562 @@
+"""`tickettune serve`: similar-incident search as an HTTP service, for the tools agents already use (a
+ServiceNow REST Message or Flow Designer action, a chat bot, a triage script) rather than a shell.
+
+The model is loaded once and the tickets come from the same on-disk index cache `tickettune search`
+uses (`live_tickets` adds the tickets posted to the service). All model and index work happens on one
+thread, fed by a micro-batcher (`Batcher`): requests that arrive while the model is busy are encoded
+together in the next `model.encode` call and searched in one scan, which is what keeps latency flat
+under concurrent clients on a small CPU (benchmarks/serve.py measures it against no batching).
+
+Every error a client can cause is a 4xx answer with one line of JSON naming the field; anything else
+is a 500 with no detail, its traceback (never a ticket text) in the server log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib.resources
+import json
+import logging
+import os
+import socket
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.exceptions import HTTPException
+
+from . import __version__
+from .errors import UserError
+from .live_tickets import LiveTickets
+from .models import load_model, offline_environment, resolve_model
+from .search import choose_backend, model_threshold, read_ticket_file
+
+MAX_K = 100
+MAX_EMBED_TEXTS = 256
+MAX_TICKETS_PER_POST = 1000
+MAX_BODY_BYTES = 1 << 20
+# One encode call takes the waiting requests up to about this many texts; larger batches would make
+# the requests at their front wait longer than batching saves.
+MAX_BATCH_TEXTS = 64
+SETTINGS_ENV = "TICKETTUNE_SERVE_SETTINGS"
+GROUP_COLUMNS = ("assignment_group", "group")
+log = logging.getLogger("uvicorn.error").getChild("tickettune")
+
+
+@dataclass
+class ServeSettings:
+    """What a server process needs; plain values, so `--workers` can hand them to its worker processes."""
+
+    model: str
+    tickets: str
+    store: str
+    cache_dir: Optional[str] = None
+    text_column: Optional[str] = None
+    group_column: Optional[str] = None
+    threshold: Optional[float] = None
+    token: Optional[str] = None
+    batching: bool = True
+    threads: Optional[int] = None
+    index: str = "auto"
+
+
+class ClientError(Exception):
+    """A request the server cannot answer as asked: the HTTP status and one line naming the field and the fix."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+# --- requests and answers (they are also the OpenAPI page at /docs) ---
+
+class SimilarRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": "Outlook keeps asking for my password", "k": 5}, {"number": "INC0010042", "k": 10}]})
+
+    text: Optional[str] = Field(None, description="text of the new ticket (longer than the model's window: truncated)")
+    number: Optional[str] = Field(None, description="number of an indexed ticket; it is left out of its own results")
+    k: int = Field(10, ge=1, le=MAX_K, description="how many similar tickets to return")
+
+    @field_validator("text", "number")
+    @classmethod
+    def _not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.strip():
+            raise ValueError("is empty; send the ticket text or number")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SimilarRequest":
+        if (self.text is None) == (self.number is None):
+            raise ValueError("text or number: send exactly one of them")
+        return self
+
+
+class Hit(BaseModel):
+    rank: int
+    number: Optional[str]
+    text: str
+    group: Optional[str] = Field(description="assignment group (or --group-column) when the tickets have one")
+    score: float = Field(description="cosine similarity, -1 to 1")
+    duplicate: Optional[bool] = Field(description="score at or above the threshold; null when no threshold is known")
+
+
+class SimilarResponse(BaseModel):
+    threshold: Optional[float]
+    tickets: int = Field(description="tickets searched")
+    results: list[Hit]
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["VPN drops every hour"]}]})
+
+    texts: list[str] = Field(min_length=1, max_length=MAX_EMBED_TEXTS)
+
+    @field_validator("texts")
+    @classmethod
+    def _not_blank(cls, texts: list[str]) -> list[str]:
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise ValueError(f"item {i} is empty; send non-empty texts")
+        return texts
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dim: int
+    vectors: list[list[float]] = Field(description="unit length, one per text, in order")
+
+
+class TicketsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tickets": [{
+        "number": "INC0099001", "short_description": "VPN drops every hour",
+        "description": "Since this morning the VPN disconnects hourly.", "assignment_group": "Network"}]}]})
+
+    tickets: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_TICKETS_PER_POST, description=(
+        "tickets with the fields of the ticket file (number, short_description, description, assignment_group, ...); "
+        "a number already indexed is replaced"))
+
+
+class TicketsResponse(BaseModel):
+    added: int
+    updated: int
+    tickets: int = Field(description="tickets indexed now")
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    tickets: int
+    threshold: Optional[float]
+    version: str
+    batching: bool
+    auth: bool
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+# --- the model thread ---
+
+# The jobs the model thread runs; `texts` is what each gives to the batch's one encode call.
+
+@dataclass
+class Similar:
+    text: Optional[str]
+    number: Optional[str]
+    k: int
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.text] if self.text else []
+
+
+@dataclass
+class Embed:
+    texts: list[str]
+
+
+@dataclass
+class Upsert:
+    records: list[dict]
+
+    @property
+    def texts(self) -> list[str]:
+        return []  # encoded by LiveTickets.upsert, which first builds each ticket's text from its fields
+
+
+class Engine:
+    """The model and the tickets. `run` is called only from the batcher's one thread, so nothing here needs a lock."""
+
+    def __init__(self, model, settings: ServeSettings):
+        self.model = model
+        self.settings = settings
+        self.live: Optional[LiveTickets] = None
+
+    @classmethod
+    def open(cls, settings: ServeSettings) -> tuple["Engine", bool]:
+        """Load the model once and the tickets (index from the cache, built if missing); and whether it was cached."""
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        if settings.threads:
+            # The index scan's BLAS (and FAISS's OpenMP) too: on shared cores a call whose threads wait for
+            # each other stalls as torch's do.
+            torch.set_num_threads(settings.threads)
+            threadpool_limits(settings.threads)
+        tickets = read_ticket_file(Path(settings.tickets), settings.text_column)
+        engine = cls(load_model(settings.model), settings)
+        engine.live, cached = LiveTickets.open(tickets, resolve_model(settings.model), engine.encode, Path(settings.store),
+                                               settings.cache_dir and Path(settings.cache_dir), settings.text_column,
+                                               settings.index)
+        return engine, cached
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        # Texts beyond the model's window are cut by its tokenizer (max_seq_length), not refused.
+        return self.model.encode(texts, batch_size=MAX_BATCH_TEXTS, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=len(texts) > MAX_TICKETS_PER_POST)
+
+    def run(self, jobs: list) -> list:
+        """Each job's answer, or the exception that answers it; tickets are added first, so a search beside them sees them."""
+        self.live.refresh()
+        answers: list = [None] * len(jobs)
+        for i, job in enumerate(jobs):
+            if isinstance(job, Upsert):
+                answers[i] = self._upsert(job)
+        texts = [text for job in jobs for text in job.texts]
+        vectors = iter(self.encode(texts) if texts else [])
+        queries, searches = [], []
+        for i, job in enumerate(jobs):
+            if isinstance(job, Embed):
+                answers[i] = {"model": self.settings.model, "dim": self.dim,
+                              "vectors": [next(vectors).tolist() for _ in job.texts]}
+            elif isinstance(job, Similar) and job.text:
+                queries.append(next(vectors))
+                searches.append((i, job.k, []))
+            elif isinstance(job, Similar):
+                rows = self.live.rows_of.get(job.number.strip())
+                if rows is None:
+                    answers[i] = ClientError(404, f"number: no ticket numbered '{job.number}' is indexed; check the "
+                                                  "number, add the ticket with POST /tickets, or send its text")
+                    continue
+                queries.append(self.live.index.vectors[rows[0]])
+                searches.append((i, job.k, rows))
+        if queries:
+            found = self.live.search(np.stack(queries), [k for _, k, _ in searches], [rows for _, _, rows in searches])
+            for (i, _, _), (scores, rows) in zip(searches, found):
+                answers[i] = self._similar(scores, rows)
+        return answers
+
+    @property
+    def dim(self) -> int:
+        return int(self.live.index.vectors.shape[1])
+
+    def _upsert(self, job: Upsert):
+        try:
+            added, updated = self.live.upsert(job.records)
+        except UserError as exc:
+            return ClientError(422, str(exc))
+        return {"added": added, "updated": updated, "tickets": len(self.live)}
+
+    def _similar(self, scores: np.ndarray, rows: np.ndarray) -> dict:
+        threshold = self.settings.threshold
+        tickets = self.live.tickets.iloc[rows]
+        group = self.settings.group_column
+        groups = tickets[group] if group in tickets.columns else [""] * len(rows)
+        results = [{"rank": rank, "number": number or None, "text": text, "group": grouped or None, "score": float(score),
+                    "duplicate": None if threshold is None else bool(score >= threshold)}
+                   for rank, (number, text, grouped, score)
+                   in enumerate(zip(tickets["number"], tickets["text"], groups, scores), start=1)]
+        return {"threshold": threshold, "tickets": len(self.live), "results": results}
+
+
+class Batcher:
+    """Hands requests to the model thread, as many at a time as are waiting.
+
+    While the model works on one batch, the requests that arrive queue up; the next batch takes all of
+    them (up to about MAX_BATCH_TEXTS texts) into one `model.encode` call and one index scan. An idle
+    server therefore adds no wait to a request, and a busy one batches as much as its load allows.
+    Without batching each request is a batch of its own, on the same one thread.
+    """
+
+    def __init__(self, engine: Engine, batching: bool = True):
+        self.engine = engine
+        self.batching = batching
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="tickettune-model")
+        self.task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.thread.shutdown(wait=True)
+
+    async def submit(self, job) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait((job, future))
+        answer = await future
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            texts = len(batch[0][0].texts)
+            while self.batching and texts < MAX_BATCH_TEXTS and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                texts += len(batch[-1][0].texts)
+            try:
+                answers = await loop.run_in_executor(self.thread, self.engine.run, [job for job, _ in batch])
+            except Exception as exc:  # answered as a 500 by ErrorGuard, which logs it
+                answers = [exc] * len(batch)
+            for (_, future), answer in zip(batch, answers):
+                if not future.done():  # done: the client went away
+                    future.set_result(answer)
+
+
+# --- HTTP ---
+
+async def _send_error(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes (413) before they are read, or as soon as a streamed one passes it."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"body: more than {self.limit} bytes; send fewer or shorter texts (or fewer tickets) per request"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            return await _send_error(send, 413, message)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            chunk = await receive()
+            seen += len(chunk.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, message)
+            return chunk
+
+        await self.app(scope, counted, send)
+
+
+class ErrorGuard:
+    """The last resort: an unexpected exception becomes a 500 with one line, its traceback goes to the log.
+
+    Only the exception's type and stack are logged, never its message, which might quote a ticket.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            log.error("internal error answering %s %s: %s\n%s", scope.get("method"), scope.get("path"),
+                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+            if not started and scope["type"] == "http":
+                await _send_error(send, 500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    error = exc.errors()[0]
+    loc = list(error.get("loc", ()))
+    if loc[:1] == ["body"]:
+        loc = loc[1:]
+    if error["type"] == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "malformed")
+        return f"body: not valid JSON ({reason}); send a JSON object"
+    field = "".join(f"[{part}]" if isinstance(part, int) else (f".{part}" if i else str(part)) for i, part in enumerate(loc))
+    text = str(error["msg"]).removeprefix("Value error, ")
+    if field:
+        return f"{field}: {text}"
+    if error["type"] == "value_error":  # a rule across fields (text or number), which names them itself
+        return text
+    # FastAPI reads JSON only when the request says it is JSON; anything else arrives here as a non-object.
+    problem = "missing" if error["type"] == "missing" else "not a JSON object"
+    return f"body: {problem}; send a JSON object with the header 'Content-Type: application/json' (see /docs)"
+
+
+def page_html() -> str:
+    return importlib.resources.files("tickettune").joinpath("serve_page.html").read_text(encoding="utf-8")
+
+
+def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI application over an opened engine."""
+    batcher = Batcher(engine, settings.batching)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="tickettune", version=__version__, lifespan=lifespan, description=(
+        "Similar-incident search with a fine-tuned embedding model. Every endpoint but /health needs "
+        "`Authorization: Bearer <token>` when the server was started with --token. Errors are "
+        "`{\"error\": \"<field>: <problem>; <fix>\"}`."))
+    bearer = HTTPBearer(auto_error=False, description="the server's --token (or TICKETTUNE_TOKEN)")
+    expected = (settings.token or "").encode()
+
+    async def authorized(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, expected):
+            raise ClientError(401, "authorization: missing or wrong bearer token; send the header "
+                                   "'Authorization: Bearer <token>' with the server's token")
+
+    protected = [Depends(authorized)] if settings.token else []
+    errors: dict = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422)}
+
+    @app.exception_handler(ClientError)
+    async def client_error(request, exc: ClientError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        message = {404: f"no endpoint {request.url.path}; see /docs for the endpoints",
+                   405: f"{request.method} is not allowed on {request.url.path}; see /docs"}.get(exc.status_code,
+                                                                                                  str(exc.detail))
+        return JSONResponse({"error": message}, status_code=exc.status_code)
+
+    @app.post("/similar", response_model=SimilarResponse, dependencies=protected, responses=errors)
+    async def similar(request: SimilarRequest):
+        """The k tickets most similar to a text or to an indexed ticket; `duplicate` marks scores at or above the threshold."""
+        return await batcher.submit(Similar(request.text, request.number, request.k))
+
+    @app.post("/tickets", response_model=TicketsResponse, dependencies=protected, responses=errors)
+    async def tickets(request: TicketsRequest):
+        """Add tickets or replace them by number; only they are encoded, and they are kept across restarts."""
+        return await batcher.submit(Upsert(request.tickets))
+
+    @app.post("/embed", response_model=EmbedResponse, dependencies=protected, responses=errors)
+    async def embed(request: EmbedRequest):
+        """The model's unit-length embedding of each text, for teams with their own vector store."""
+        return await batcher.submit(Embed(request.texts))
+
+    @app.get("/health", response_model=Health)
+    async def health():
+        """For load balancers: no token needed, no ticket data."""
+        return {"status": "ok", "model": settings.model, "tickets": len(engine.live), "threshold": settings.threshold,
+                "version": __version__, "batching": settings.batching, "auth": bool(settings.token)}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        # The page holds no ticket data (it asks the API, with the token typed into it), so it needs no token itself.
+        return HTMLResponse(page_html(), headers={"Content-Security-Policy": (
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")})
+
+    app.add_middleware(ErrorGuard)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's application factory in each process of `--workers N`; the parent passes the settings in the environment."""
+    offline_environment()
+    settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
+    engine, _ = Engine.open(settings)
+    return create_app(engine, settings)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, in one line, rather than after loading the model, when the address cannot be listened on."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: cannot resolve it ({exc.strerror}); pass an address such as 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pass another --port or stop what "
+                            "uses it") from None
+
+
+def default_threads(workers: int) -> int:
+    """Torch (and BLAS) threads per worker: the cores but one (left to HTTP and JSON), shared among the workers.
+
+    On a shared 2-core machine two threads served 4 to 17 times fewer requests/s than one (its threads
+    wait on each other while another process holds a core): RESULTS.md, Serve.
+    """
+    return max(1, ((os.cpu_count() or 1) - 1) // workers)
+
+
+def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               say: Callable[[str], None] = print) -> None:
+    """Check everything that can be checked cheaply, open the tickets once, then serve until interrupted."""
+    import uvicorn
+
+    from .tickets import resolve_column
+
+    frame = read_ticket_file(Path(settings.tickets), settings.text_column)
+    for note in frame.attrs["notes"]:
+        say(note)
+    resolve_model(settings.model)
+    if settings.group_column:
+        settings.group_column = resolve_column(frame, settings.group_column, "--group-column")
+    else:
+        # Without one in the file, tickets posted later may still bring an assignment group.
+        settings.group_column = next((c for c in GROUP_COLUMNS if c in frame.columns), GROUP_COLUMNS[0])
+    if settings.threshold is None:
+        settings.threshold = model_threshold(settings.model)
+    choose_backend(len(frame), settings.index)
+    check_port(host, port)
+    settings.threads = settings.threads or default_threads(workers)
+    if len(frame) > MAX_TICKETS_PER_POST:
+        say(f"loading {settings.model} and the index of {len(frame)} tickets (encoded once if not cached)")
+    engine, cached = Engine.open(settings)
+    threshold = "no threshold known" if settings.threshold is None else f"threshold {settings.threshold:.3f}"
+    say(f"{len(engine.live)} tickets indexed (index {'cached' if cached else 'built'}, added tickets in "
+        f"{settings.store}); {threshold}; token {'required' if settings.token else 'not required'}")
+    if not settings.token and host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"warning: listening on {host} without --token: anyone who can reach it can read the tickets")
+    say(f"serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops")
+    if workers == 1:
+        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info")
+        return
+    # Each worker loads the model and the (now cached) index itself.
+    del engine
+    os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
+    uvicorn.run("tickettune.serve:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="info")
