@@ -225,12 +225,7 @@ def _frame_markdown(frame: pd.DataFrame) -> str:
 
 
 def _frame_html(frame: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        return html.escape(fmt(value) if isinstance(value, float) else str(value))
-
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return frame.to_html(index=False, escape=True, border=0, na_rep="n/a", float_format=fmt)
 
 
 def _metric_frames(results: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:

@@ -267,10 +267,10 @@ class Sweep:
 
     def _best_trial(self):
         """The complete trial with the highest value, from every worker; None before one completes."""
-        # Pruned trials carry their last intermediate value; only complete ones count.
-        complete = [t for t in self.study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.COMPLETE,))
-                    if t.value is not None and not math.isnan(t.value)]
-        return max(complete, key=lambda t: t.value) if complete else None
+        try:  # Optuna counts complete trials only (a pruned one carries its last intermediate value)
+            return self.study.best_trial
+        except ValueError:
+            return None
 
     def best(self) -> tuple[Any, TrainConfig]:
         """The best complete trial of the study (all workers) and its full config (this worker's paths)."""
