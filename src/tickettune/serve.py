@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import socket
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -32,7 +31,6 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.exceptions import HTTPException
 
 from . import __version__
@@ -40,11 +38,10 @@ from .errors import UserError
 from .live_tickets import LiveTickets
 from .models import load_model, offline_environment, resolve_model
 from .search import choose_backend, model_threshold, read_ticket_file
+from .serve_http import (MAX_BODY_BYTES, MAX_TICKETS_PER_POST, BodyLimit, ClientError, EmbedRequest, EmbedResponse,
+                         ErrorGuard, ErrorResponse, Health, SimilarRequest, SimilarResponse, TicketsRequest,
+                         TicketsResponse, validation_message)
 
-MAX_K = 100
-MAX_EMBED_TEXTS = 256
-MAX_TICKETS_PER_POST = 1000
-MAX_BODY_BYTES = 1 << 20
 # One encode call takes the waiting requests up to about this many texts; larger batches would make
 # the requests at their front wait longer than batching saves.
 MAX_BATCH_TEXTS = 64
@@ -68,103 +65,6 @@ class ServeSettings:
     batching: bool = True
     threads: Optional[int] = None
     index: str = "auto"
-
-
-class ClientError(Exception):
-    """A request the server cannot answer as asked: the HTTP status and one line naming the field and the fix."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-# --- requests and answers (they are also the OpenAPI page at /docs) ---
-
-class SimilarRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"text": "Outlook keeps asking for my password", "k": 5}, {"number": "INC0010042", "k": 10}]})
-
-    text: Optional[str] = Field(None, description="text of the new ticket (longer than the model's window: truncated)")
-    number: Optional[str] = Field(None, description="number of an indexed ticket; it is left out of its own results")
-    k: int = Field(10, ge=1, le=MAX_K, description="how many similar tickets to return")
-
-    @field_validator("text", "number")
-    @classmethod
-    def _not_blank(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not value.strip():
-            raise ValueError("is empty; send the ticket text or number")
-        return value
-
-    @model_validator(mode="after")
-    def _one_of(self) -> "SimilarRequest":
-        if (self.text is None) == (self.number is None):
-            raise ValueError("text or number: send exactly one of them")
-        return self
-
-
-class Hit(BaseModel):
-    rank: int
-    number: Optional[str]
-    text: str
-    group: Optional[str] = Field(description="assignment group (or --group-column) when the tickets have one")
-    score: float = Field(description="cosine similarity, -1 to 1")
-    duplicate: Optional[bool] = Field(description="score at or above the threshold; null when no threshold is known")
-
-
-class SimilarResponse(BaseModel):
-    threshold: Optional[float]
-    tickets: int = Field(description="tickets searched")
-    results: list[Hit]
-
-
-class EmbedRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["VPN drops every hour"]}]})
-
-    texts: list[str] = Field(min_length=1, max_length=MAX_EMBED_TEXTS)
-
-    @field_validator("texts")
-    @classmethod
-    def _not_blank(cls, texts: list[str]) -> list[str]:
-        for i, text in enumerate(texts):
-            if not text.strip():
-                raise ValueError(f"item {i} is empty; send non-empty texts")
-        return texts
-
-
-class EmbedResponse(BaseModel):
-    model: str
-    dim: int
-    vectors: list[list[float]] = Field(description="unit length, one per text, in order")
-
-
-class TicketsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tickets": [{
-        "number": "INC0099001", "short_description": "VPN drops every hour",
-        "description": "Since this morning the VPN disconnects hourly.", "assignment_group": "Network"}]}]})
-
-    tickets: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_TICKETS_PER_POST, description=(
-        "tickets with the fields of the ticket file (number, short_description, description, assignment_group, ...); "
-        "a number already indexed is replaced"))
-
-
-class TicketsResponse(BaseModel):
-    added: int
-    updated: int
-    tickets: int = Field(description="tickets indexed now")
-
-
-class Health(BaseModel):
-    status: str
-    model: str
-    tickets: int
-    threshold: Optional[float]
-    version: str
-    batching: bool
-    auth: bool
-
-
-class ErrorResponse(BaseModel):
-    error: str
 
 
 # --- the model thread ---
@@ -330,87 +230,6 @@ class Batcher:
                     future.set_result(answer)
 
 
-# --- HTTP ---
-
-async def _send_error(send, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-class BodyLimit:
-    """Refuses request bodies over `limit` bytes (413) before they are read, or as soon as a streamed one passes it."""
-
-    def __init__(self, app, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        message = f"body: more than {self.limit} bytes; send fewer or shorter texts (or fewer tickets) per request"
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            return await _send_error(send, 413, message)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            chunk = await receive()
-            seen += len(chunk.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, message)
-            return chunk
-
-        await self.app(scope, counted, send)
-
-
-class ErrorGuard:
-    """The last resort: an unexpected exception becomes a 500 with one line, its traceback goes to the log.
-
-    Only the exception's type and stack are logged, never its message, which might quote a ticket.
-    """
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        started = False
-
-        async def watched(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched)
-        except Exception as exc:
-            log.error("internal error answering %s %s: %s\n%s", scope.get("method"), scope.get("path"),
-                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)).rstrip())
-            if not started and scope["type"] == "http":
-                await _send_error(send, 500, f"internal error ({type(exc).__name__}); the server log has the details")
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    error = exc.errors()[0]
-    loc = list(error.get("loc", ()))
-    if loc[:1] == ["body"]:
-        loc = loc[1:]
-    if error["type"] == "json_invalid":
-        reason = (error.get("ctx") or {}).get("error", "malformed")
-        return f"body: not valid JSON ({reason}); send a JSON object"
-    field = "".join(f"[{part}]" if isinstance(part, int) else (f".{part}" if i else str(part)) for i, part in enumerate(loc))
-    text = str(error["msg"]).removeprefix("Value error, ")
-    if field:
-        return f"{field}: {text}"
-    if error["type"] == "value_error":  # a rule across fields (text or number), which names them itself
-        return text
-    # FastAPI reads JSON only when the request says it is JSON; anything else arrives here as a non-object.
-    problem = "missing" if error["type"] == "missing" else "not a JSON object"
-    return f"body: {problem}; send a JSON object with the header 'Content-Type: application/json' (see /docs)"
-
-
 def page_html() -> str:
     return importlib.resources.files("tickettune").joinpath("serve_page.html").read_text(encoding="utf-8")
 
@@ -448,7 +267,7 @@ def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MA
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
-        return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+        return JSONResponse({"error": validation_message(exc)}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
