@@ -104,8 +104,9 @@ def dataset_pairs(name: str, seed: int) -> TrainingPairs:
     return from_pairset(pairset, name)
 
 
-def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, seed: int, work: Path, sts_test) -> dict:
-    config = resolve_config(recipe.preset, sets=list(recipe.sets) + [f"seed={seed}"], model_name=model_name)
+def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, seed: int, work: Path, sts_test,
+               extra: tuple[str, ...] = ()) -> dict:
+    config = resolve_config(recipe.preset, sets=list(recipe.sets) + list(extra) + [f"seed={seed}"], model_name=model_name)
     updates = {"save_steps": None, "max_seq_length": min(config.max_seq_length, MAX_SEQ)}
     sts = pairs.source == "STS Benchmark"
     if sts:  # one phase: STSb has no ticket groups to grade difficulty by
@@ -255,6 +256,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="tickets,sts,sample", help="comma-separated: tickets, sample, sts")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
     parser.add_argument("--only", default="", help="comma-separated recipe names to run (default: the grid's)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a knob of every recipe run (repeatable), e.g. --set max_train_tickets=5000")
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
@@ -276,7 +279,7 @@ def main() -> None:
             names = [n.strip() for n in args.only.split(",") if n.strip()] or GRIDS[args.grid][dataset]
             runs = []
             for name in names:
-                run = run_recipe(by_name[name], pairs, args.model, args.seed, Path(tmp), sts_test)
+                run = run_recipe(by_name[name], pairs, args.model, args.seed, Path(tmp), sts_test, tuple(args.sets))
                 runs.append(run)
                 headline = run["metrics"].get("retrieval") or next(iter(run["metrics"].values()))
                 key = "precision@10" if "retrieval" in run["metrics"] else "spearman"
@@ -295,7 +298,8 @@ def main() -> None:
             console.print(f"{dataset}: {minutes:.1f} min; all so far {(time.perf_counter() - started) / 60:.1f} min")
             if not args.no_record:
                 # Recorded per dataset, so that a later failure cannot lose the figures already printed.
-                body = (f"{dataset}: {about}; {args.model}, seed {args.seed}; Δ = tuned − untuned on the same held-out "
+                body = (f"{dataset}: {about}; {args.model}, seed {args.seed}"
+                        + (f", every recipe with {', '.join(args.sets)}" if args.sets else "") + "; Δ = tuned − untuned on the same held-out "
                         f"data, paired bootstrap 95% CI (* excludes 0); update scale: the WiSE-FT scale chosen on eval "
                         f"retrieval; best step: the eval step whose weights were kept (0 = untuned); "
                         f"{minutes:.1f} min for this dataset\n\n" + markdown(header, rows)

@@ -20,7 +20,7 @@ from .config import PHASES
 from .errors import UserError
 from .models import DEFAULT_MODEL
 from .pairs import PairOptions
-from .similarity import embed, near_duplicate_scores, pair_difficulty, row_similarity
+from .similarity import SIMILAR, embed, near_duplicate_scores, pair_difficulty, row_similarity
 from .pairs_io import PAIR_FILES, read_pairs
 from .textio import normalise_text
 
@@ -80,7 +80,7 @@ def _example(texts: Sequence[str]) -> str:
 
 
 def _similar_share(frame: pd.DataFrame) -> float:
-    return float((frame["label"] >= 0.5).mean())
+    return float((frame["label"] >= SIMILAR).mean())
 
 
 def _groups(sets: dict[str, pd.DataFrame]) -> list[tuple[str, pd.DataFrame]]:
@@ -184,7 +184,7 @@ def check_difficulty(sets: dict[str, pd.DataFrame], method: str, model) -> list[
     for name, frame in frames.items():
         sim = row_similarity(matrix, frame["text1"].map(row).to_numpy(), frame["text2"].map(row).to_numpy())
         scored = frame.assign(difficulty=pair_difficulty(frame["label"].to_numpy(), sim),
-                              kind=np.where(frame["label"] >= 0.5, "similar", "dissimilar"))
+                              kind=np.where(frame["label"] >= SIMILAR, "similar", "dissimilar"))
         keys = ["phase", "kind"] if name == "train" else ["kind"]
         for key, value in scored.groupby(keys)["difficulty"].mean().items():
             means[key if name == "train" else ("test", key)] = float(value)

@@ -36,7 +36,7 @@ import pandas as pd
 from .config import PHASES
 from .errors import UserError, atomic_output_dir
 from .models import DEFAULT_MODEL
-from .similarity import (DIFFICULTY_MAX_SEQ, embed, near_duplicate_scores, pair_difficulty, row_similarity,
+from .similarity import (DIFFICULTY_MAX_SEQ, SIMILAR, embed, near_duplicate_scores, pair_difficulty, row_similarity,
                          tfidf_vectors)
 from .textio import normalise_text
 from .tickets import link_components
@@ -555,7 +555,7 @@ class PairBuilder:
                        for name in ("train", "eval", "test")},
             "pairs": [row for name in ("train", "eval", "test") for row in _stats(sets[name], name)],
             "representative_test_pairs": {"pairs": int(len(representative)),
-                                          "similar": int((representative["label"] >= 0.5).sum()),
+                                          "similar": int((representative["label"] >= SIMILAR).sum()),
                                           "definition": "similar pairs drawn uniformly among same-group test pairs, "
                                                         "dissimilar uniformly among different-group ones; none mined"},
             "notes": self.notes,
