@@ -92,7 +92,7 @@ def test_group_training_is_judged_on_retrieval_first(tiny_model, sample_pairs, t
     assert len(stored) > 50
 
 
-@pytest.mark.parametrize("loss", ["group_mnrl", "batch_hard_soft_margin_triplet"])
+@pytest.mark.parametrize("loss", ["group_mnrl", "group_gist", "batch_hard_soft_margin_triplet"])
 def test_other_group_losses_train(tiny_model, sample_pairs, tmp_path, loss):
     config = resolve_config("recommended", sets=KNOBS + [f"loss={loss}", "update_scales=[1]", "phase_epochs=[0.3]"],
                             model_name=str(tiny_model))
