@@ -17,10 +17,17 @@
    difficulty terciles within each label; eval and test keep only pairs at least as lexically hard as
    the hardest third of train pairs (unless `test_difficulty="all"`).
 
+Beside them: representative test pairs, drawn uniformly among the test split's same-group and different-group
+pairs (nothing mined, the pairs a search meets), and every split's tickets, which retrieval searches and the
+group losses train on.
+
 Difficulty is how wrong a similarity is: 1 - cosine for similar pairs, cosine for dissimilar ones. The
 curriculum uses the base model's cosine (or TF-IDF). Eval and test pairs are always mined and filtered
 by TF-IDF: pairs chosen for being the base model's errors would be ranked backwards by it by
 construction (ROC-AUC 0.000 on the IT tickets), and any tuned model would look better by selection.
+
+Kept in one file of ~650 lines on purpose: the five steps share one random stream (so that the same seed gives
+byte-identical files) and one PairBuilder, and a reader follows the algorithm top to bottom as listed above.
 """
 
 from __future__ import annotations
