@@ -182,7 +182,8 @@ def _cell(result: dict, key: str) -> str:
 def rows_for(runs: list[dict], sts_base: float | None) -> tuple[list[str], list[list[str]]]:
     first = runs[0]["metrics"]
     header = ["recipe"]
-    base = ["untuned"]
+    # Each recipe is compared with the untuned model at its own max_seq_length; this row is the first recipe's.
+    base = [f"untuned (max_seq_length {runs[0]['config'].max_seq_length})"]
     if "retrieval" in first:
         header += ["precision@10 (Δ [95% CI])", "MRR@10 (Δ [95% CI])"]
         base += [f"{first['retrieval']['baseline'][k]:.4f}" for k in ("precision@10", "mrr@10")]
@@ -301,7 +302,8 @@ def main() -> None:
                 body = (f"{dataset}: {about}; {args.model}, seed {args.seed}"
                         + (f", every recipe with {', '.join(args.sets)}" if args.sets else "") + "; Δ = tuned − untuned on the same held-out "
                         f"data, paired bootstrap 95% CI (* excludes 0); update scale: the WiSE-FT scale chosen on eval "
-                        f"retrieval; best step: the eval step whose weights were kept (0 = untuned); "
+                        f"retrieval; best step: the eval step whose weights were kept (0 = untuned); each Δ is "
+                        f"against the untuned model at the recipe's own max_seq_length; "
                         f"{minutes:.1f} min for this dataset\n\n" + markdown(header, rows)
                         + ("\n\nrecommended minus each recipe on the same queries and pairs:\n\n"
                            + markdown(versus_header, versus) if versus else ""))

@@ -329,7 +329,7 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
                    "test sets": ", ".join(f"{name} ({len(frame)})" for name, frame in
                                           ([("tickets", sets.tickets)] if sets.tickets is not None else [])
                                           + list(sets.pairs.items())),
-                   "training time": f"{log['train_seconds']:.0f} s ({log['pairs_per_second']:.1f} rows/s)"}
+                   "training time": f"{log['train_seconds']:.0f} s ({log['pairs_per_second']:.1f} examples/s)"}
         if log.get("update_scale"):
             details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {config.eval_metric})"
         write_report(folder, training_report(metrics, log, sets.pairs[headline], scores[headline],

@@ -289,7 +289,7 @@ class PhaseCallback(TrainerCallback):
     def _summary(self, phase, state) -> str:
         losses = [e["loss"] for e in state.log_history if "loss" in e and phase.start_step < e["step"] <= phase.end_step]
         seconds = time.perf_counter() - self.phase_started
-        return (f"phase {phase.name}: steps {phase.start_step + 1}-{phase.end_step}, {phase.pairs} pairs "
+        return (f"phase {phase.name}: steps {phase.start_step + 1}-{phase.end_step}, {phase.pairs} examples "
                 f"({phase.epochs:g} epochs), mean loss {np.mean(losses) if losses else math.nan:.4f}, "
                 f"eval {self.metric} {fmt(self.last_eval)} (best {fmt(self.best.value)} at step {self.best.step}), "
                 f"{seconds:.0f} s")
