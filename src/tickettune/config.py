@@ -142,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         update_scales=[0.25, 0.5, 0.75, 1.0],
     ),
     "recommended-pairs": dict(
-        lr=5e-4, phase_epochs=[1, 1, 1], warmup_ratio=0.1, batch_size=32, max_seq_length=128,
+        lr=5e-4, phase_epochs=[2, 2, 2], warmup_ratio=0.1, batch_size=32, max_seq_length=128,
         lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="cosent", scheduler="warmup_cosine",
         weight_decay=0.01, eval_subset=None,
     ),
