@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickettune.evaluate import encode_texts
+from tickettune.similarity import encode_texts
 from tickettune.models import load_model, resolve_model
 from tickettune.sample import generate_sample
 from tickettune.search import IndexCache, read_ticket_file

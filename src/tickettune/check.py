@@ -16,9 +16,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .config import PHASES
+from .config import DEFAULT_MODEL, PHASES
 from .errors import UserError
-from .models import DEFAULT_MODEL
 from .pairs import PairOptions
 from .similarity import SIMILAR, embed, near_duplicate_scores, pair_difficulty, row_similarity
 from .pairs_io import PAIR_FILES, read_pairs

@@ -20,9 +20,8 @@ try:  # typer >= 0.20 vendors its own click; older versions use click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from .config import PHASE_MODES
+from .config import DEFAULT_MODEL, PHASE_MODES
 from .errors import UserError
-from .models import DEFAULT_MODEL
 from .pairs import DIFFICULTY_METHODS, SPLIT_UNITS, TEST_DIFFICULTIES, PairOptions
 
 PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library's

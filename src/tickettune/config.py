@@ -10,7 +10,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
-from .models import DEFAULT_MODEL
 
 HYBRID_PAIR_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
 PAIR_TRAINING_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid")
@@ -22,6 +21,7 @@ PAIR_EVAL_METRICS = ("spearman", "roc_auc", "average_precision")
 RETRIEVAL_EVAL_METRICS = ("precision@10", "mrr@10", "ndcg@10", "map@100", "recall@10")
 SCHEDULERS = ("constant_with_warmup", "linear", "warmup_cosine")
 PHASES = ("easy", "medium", "hard")
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the packaged model (tickettune[offline]): every default names it
 PHASE_MODES = ("keep", "single", "difficulty")  # what `train --phases` does with the train pairs' phases
 
 

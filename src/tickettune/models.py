@@ -8,18 +8,13 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
+from .config import TrainConfig
 from .errors import UserError
-
-if TYPE_CHECKING:  # config imports DEFAULT_MODEL from here
-    from .config import TrainConfig
 
 MINILM_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 MPNET_HINT = "for all-mpnet-base-v2 on these machines: ../shared/scripts/get-mpnet.sh DIR, then --model DIR"
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the packaged model (tickettune[offline]): every default names it
 
 
 def offline_environment() -> None:

@@ -40,9 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import PHASES
+from .config import DEFAULT_MODEL, PHASES
 from .errors import UserError, atomic_output_dir
-from .models import DEFAULT_MODEL
 from .similarity import (DIFFICULTY_MAX_SEQ, SIMILAR, embed, near_duplicate_scores, pair_difficulty, row_similarity,
                          tfidf_vectors)
 from .textio import normalise_text

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .config import DEFAULT_MODEL
 from .errors import UserError
-from .models import DEFAULT_MODEL
 
 SIMILAR = 0.5  # a pair label at or above this is a similar pair (binary metrics, MNRL/triplet positives)
 DIFFICULTY_MAX_SEQ = 128  # tokens the untuned model reads when it scores difficulty
