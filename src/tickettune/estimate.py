@@ -26,6 +26,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from .config import TrainConfig
 from .errors import UserError
+from .evaluate import texts_of
 from .losses import build_loss
 from .schedule import Plan
 from .models import add_lora
@@ -133,11 +134,10 @@ def estimate_run(config: TrainConfig, pairs: TrainingPairs, steps: int = 5, phas
                  for p in plan.phases]
 
     evaluator(model)
-    eval_texts = set(evaluator.pairs["text1"]) | set(evaluator.pairs["text2"])
-    per_text = evaluator.seconds / (len(eval_texts) + (0 if evaluator.tickets is None else len(evaluator.tickets)))
+    # Evaluation encodes each distinct text of the set once (evaluate.texts_of).
+    per_text = evaluator.seconds / len(set(texts_of([evaluator.pairs], evaluator.tickets)))
     sets = pairs.test_sets()
-    test_texts = sum(len(set(p["text1"]) | set(p["text2"])) for p in sets.pairs.values()) \
-        + (0 if sets.tickets is None else len(sets.tickets))
+    test_texts = len(set(texts_of(list(sets.pairs.values()), sets.tickets)))
     return RunEstimate(estimates, evaluation_count(plan, config.eval_steps), evaluator.seconds,
                        2 * per_text * test_texts, [float(s) for s in seconds])
 

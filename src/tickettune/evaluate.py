@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score
 
 from .errors import UserError
 from .retrieval import compare_retrieval, corpus_metrics, query_rows
-from .similarity import binary, encode_texts, pair_scores
+from .similarity import binary, encode_texts, pair_cosines
 
 METRIC_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv", "f1_cv_std", "precision_cv",
                "recall_cv", "accuracy_cv", "threshold", "n_pairs")
@@ -193,17 +193,27 @@ class TestSets:
     def __post_init__(self) -> None:
         self.pairs = {name: self.pairs[name] for name in SET_ORDER if name in self.pairs}
 
+    def frames(self) -> list[pd.DataFrame]:
+        """Every set's table (pair sets, then the tickets): what a leakage check reads."""
+        return list(self.pairs.values()) + ([] if self.tickets is None else [self.tickets])
+
     @property
     def headline(self) -> str | None:
         """The pair set whose threshold search uses and whose curves the report draws: the first one."""
         return next(iter(self.pairs), None)
 
 
-def retrieval_scores(model, tickets: pd.DataFrame, queries: np.ndarray, batch_size: int = 64,
-                     show_progress: bool = False) -> dict[str, np.ndarray]:
-    """Per-query retrieval metrics of `model` over the ticket corpus (queries are corpus rows)."""
-    vectors = encode_texts(model, list(tickets["text"]), batch_size, show_progress)
+def retrieval_scores(vectors: dict[str, np.ndarray], tickets: pd.DataFrame, queries: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-query retrieval metrics over the ticket corpus (queries are corpus rows), from each text's unit vector
+    (as `encode_texts` returns them)."""
     return corpus_metrics(np.stack([vectors[t] for t in tickets["text"]]), list(tickets["group"]), queries)
+
+
+def texts_of(pairs: list[pd.DataFrame], tickets: pd.DataFrame | None) -> list[str]:
+    """Every text of some pair sets and a ticket table: the test tickets and their pairs share most of them, so one
+    `encode_texts` call over this list encodes each once."""
+    return [t for frame in pairs for t in (*frame["text1"], *frame["text2"])] + \
+        ([] if tickets is None else list(tickets["text"]))
 
 
 def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: int = 5, resamples: int = 1000,
@@ -214,17 +224,18 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
     side: each pair's cosine, and for retrieval each query's metrics (for comparing runs query by query)."""
     results: dict[str, dict[str, Any]] = {}
     scores: dict[str, dict[str, np.ndarray]] = {}
+    texts = texts_of(list(sets.pairs.values()), sets.tickets)
+    vectors = {side: encode_texts(m, texts, batch_size, show_progress)
+               for side, m in (("model", model), ("baseline", baseline)) if m is not None}
     if sets.tickets is not None:
         rows = query_rows(sets.tickets["group"], queries, seed)
         if len(rows):
-            per_query = {side: retrieval_scores(m, sets.tickets, rows, batch_size, show_progress)
-                         for side, m in (("model", model), ("baseline", baseline)) if m is not None}
+            per_query = {side: retrieval_scores(v, sets.tickets, rows) for side, v in vectors.items()}
             results["retrieval"] = compare_retrieval(per_query["model"], per_query.get("baseline"), len(sets.tickets),
                                                      resamples, seed)
             scores["retrieval"] = per_query
     for name, pairs in sets.pairs.items():
-        scores[name] = {side: pair_scores(m, pairs, batch_size, show_progress)
-                        for side, m in (("model", model), ("baseline", baseline)) if m is not None}
+        scores[name] = {side: pair_cosines(v, pairs) for side, v in vectors.items()}
         results[name] = compare(pairs["label"].to_numpy(float), scores[name]["model"], scores[name].get("baseline"),
                                 folds, resamples, seed)
     return results, scores
@@ -295,8 +306,7 @@ def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | N
         table = read_tickets(tickets, text_columns, group_by)[["text", "group"]]
     sets = test_sets_from(pairs, table)
     if not allow_leakage:
-        texts = list(sets.pairs.values()) + ([] if sets.tickets is None else [sets.tickets])
-        say(guard_evaluation(model, pd.concat(texts, ignore_index=True), train_pairs), style="dim")
+        say(guard_evaluation(model, pd.concat(sets.frames(), ignore_index=True), train_pairs), style="dim")
     results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed)
     if out is not None:
         headline = sets.headline

@@ -29,7 +29,12 @@ def encode_texts(model, texts: list[str], batch_size: int = 64, show_progress: b
 
 def pair_scores(model, pairs: pd.DataFrame, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
     """Cosine similarity of each pair's two texts."""
-    vectors = encode_texts(model, list(pairs["text1"]) + list(pairs["text2"]), batch_size, show_progress)
+    return pair_cosines(encode_texts(model, list(pairs["text1"]) + list(pairs["text2"]), batch_size, show_progress),
+                        pairs)
+
+
+def pair_cosines(vectors: dict[str, np.ndarray], pairs: pd.DataFrame) -> np.ndarray:
+    """Cosine similarity of each pair's two texts, from their unit vectors (as `encode_texts` returns them)."""
     a = np.stack([vectors[t] for t in pairs["text1"]])
     b = np.stack([vectors[t] for t in pairs["text2"]])
     return np.einsum("ij,ij->i", a, b).astype(np.float64)
@@ -81,7 +86,6 @@ def embed(texts: Sequence[str], method: str = "model", model=DEFAULT_MODEL):
     a folder or a loaded SentenceTransformer, truncated to DIFFICULTY_MAX_SEQ tokens); "tfidf" needs no model."""
     if method == "tfidf":
         return tfidf_vectors(texts)
-    from .similarity import encode_texts
     from .models import load_model
 
     if isinstance(model, (str, Path)):

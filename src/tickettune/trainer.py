@@ -27,12 +27,12 @@ from transformers import TrainerCallback
 from .checkpoints import CHECKPOINTS
 from .config import TrainConfig
 from .errors import UserError
-from .evaluate import compute_metrics, retrieval_scores
+from .evaluate import compute_metrics, retrieval_scores, texts_of
 from .jsonio import write_json
 from .report import fmt
 from .retrieval import RETRIEVAL_KEYS, query_rows
 from .schedule import Plan, PlannedBatchSampler
-from .similarity import SIMILAR, pair_scores
+from .similarity import SIMILAR, encode_texts, pair_cosines
 
 
 EVAL_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv")
@@ -80,10 +80,12 @@ class PairEvaluator(BaseEvaluator):
 
     def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
         start = time.perf_counter()
-        metrics = compute_metrics(self.labels, pair_scores(model, self.pairs), self.folds, self.seed)
+        # Eval pairs are drawn from eval tickets: one encode call covers both.
+        vectors = encode_texts(model, texts_of([self.pairs], self.tickets))
+        metrics = compute_metrics(self.labels, pair_cosines(vectors, self.pairs), self.folds, self.seed)
         found = {key: float(metrics[key]) for key in EVAL_KEYS}
         if self.tickets is not None and len(self.queries):
-            per_query = retrieval_scores(model, self.tickets, self.queries)
+            per_query = retrieval_scores(vectors, self.tickets, self.queries)
             found.update({key: float(np.mean(per_query[key])) for key in RETRIEVAL_KEYS})
         self.seconds += time.perf_counter() - start
         return found

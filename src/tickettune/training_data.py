@@ -158,6 +158,4 @@ def check_leakage(pairs: TrainingPairs, action: str = "train") -> None:
     """Refuse test texts (pairs and tickets) that also occur in the training pairs or tickets (compared case- and
     space-insensitively)."""
     training = leakage.fingerprints(pairs.train) | leakage.fingerprints(pairs.tickets.get("train", pd.DataFrame()))
-    test_sets = pairs.test_sets()
-    tested = pd.concat(list(test_sets.pairs.values()) + ([] if test_sets.tickets is None else [test_sets.tickets]))
-    leakage.check_leakage(training, tested, action)
+    leakage.check_leakage(training, pd.concat(pairs.test_sets().frames()), action)
