@@ -3,7 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from tickettune.evaluate import best_f1_threshold, compare, compute_metrics, cv_threshold_metrics, paired_bootstrap_ci, spearman_of
+from sklearn.metrics import accuracy_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
+
+from tickettune.evaluate import (best_f1_threshold, compare, compute_metrics, cv_threshold_metrics, paired_bootstrap_ci,
+                                 roc_auc_of, spearman_of, threshold_metrics)
 from tickettune.report import fmt_change, fmt_ci, markdown_table
 
 
@@ -13,6 +16,26 @@ def test_best_f1_threshold_worked_by_hand():
     s = np.array([0.1, 0.4, 0.35, 0.8])
     threshold, f1 = best_f1_threshold(y, s)
     assert threshold == pytest.approx(0.35) and f1 == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_counted_metrics_equal_scikit_learns(seed):
+    # Rounded scores make runs of ties, where a threshold search most easily goes wrong.
+    rng = np.random.default_rng(seed)
+    labels = rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], 300)
+    y = (labels >= 0.5).astype(int)
+    scores = np.round(y * 0.3 + rng.normal(0, 0.3, 300), 1)
+    precision, recall, thresholds = precision_recall_curve(y, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
+    threshold, best = best_f1_threshold(y, scores)
+    assert best == pytest.approx(f1.max())
+    assert threshold == pytest.approx(thresholds[np.isclose(f1, f1.max())].min())
+    for cut in (threshold, -5.0, 5.0, float(np.median(scores))):
+        p, r, f, _ = precision_recall_fscore_support(y, (scores >= cut).astype(int), average="binary", zero_division=0.0)
+        assert threshold_metrics(y, scores, cut) == pytest.approx(
+            {"f1": f, "precision": p, "recall": r, "accuracy": accuracy_score(y, scores >= cut)})
+    assert roc_auc_of(labels, scores) == pytest.approx(roc_auc_score(y, scores))
 
 
 def test_cv_threshold_worked_by_hand():
@@ -43,6 +66,14 @@ def test_bootstrap_interval_worked_by_hand():
     assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
     low, high = paired_bootstrap_ci(labels, perfect, perfect, spearman_of, resamples=200, seed=0)
     assert low == high == 0.0
+
+
+def test_bootstrap_interval_is_nan_when_a_resample_leaves_the_metric_undefined():
+    # Four pairs, one similar: many resamples hold no similar pair, where ROC-AUC has no value.
+    labels = np.array([1.0, 0.0, 0.0, 0.0])
+    low, high = paired_bootstrap_ci(labels, np.array([0.9, 0.1, 0.2, 0.3]), np.array([0.1, 0.9, 0.2, 0.3]), roc_auc_of,
+                                    resamples=100, seed=0)
+    assert math.isnan(low) and math.isnan(high)
 
 
 def test_bootstrap_interval_covers_a_noisy_difference():

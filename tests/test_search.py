@@ -110,6 +110,15 @@ def test_exact_and_faiss_agree_on_top_k():
     assert (exact_rows // 50 == np.arange(0, 2000, 100)[:, None] // 50).all()  # the query's own topic first
 
 
+def test_exact_search_worked_by_hand_pads_when_k_exceeds_the_rows():
+    vectors = np.array([[1, 0], [0.6, 0.8], [0, 1]], dtype=np.float32)
+    scores, rows = VectorIndex(vectors, backend="exact").search(np.array([[0.8, 0.6], [0, 1]]), 5)
+    # query 1: cosines 0.8, 0.96, 0.6; query 2: 0, 0.8, 1
+    np.testing.assert_array_equal(rows, [[1, 0, 2, -1, -1], [2, 1, 0, -1, -1]])
+    np.testing.assert_allclose(scores[:, :3], [[0.96, 0.8, 0.6], [1, 0.8, 0]], atol=1e-6)
+    assert np.isneginf(scores[:, 3:]).all()
+
+
 def test_auto_backend_switches_to_faiss_above_the_size_limit(monkeypatch):
     pytest.importorskip("faiss")
     monkeypatch.setattr(search_module, "EXACT_MAX_ROWS", 100)

@@ -20,18 +20,15 @@ import numpy as np
 import transformers
 from rich.table import Table
 from scipy.optimize import nnls
-from sentence_transformers import SentenceTransformerTrainer
 from transformers import TrainerCallback
-from transformers.trainer_callback import PrinterCallback
 
 from .config import TrainConfig
 from .errors import UserError
 from .evaluate import texts_of
-from .losses import build_loss
-from .schedule import Plan
 from .models import add_lora
-from .train import guide_model, prepare_run, row_lengths
-from .trainer import training_arguments, training_dataset
+from .schedule import Phase, Plan
+from .train import build_trainer, prepare_run, row_lengths
+from .trainer import training_arguments
 from .training_data import TrainingPairs
 
 
@@ -105,11 +102,9 @@ def time_steps(config: TrainConfig, model, frame, columns: list[str], plan: Plan
     quiet = config.model_copy(update={"eval_steps": None, "save_steps": None, "report_to": "none"})
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        args = training_arguments(quiet, Plan(micro, [], accumulation=plan.accumulation), Path(tmp), eval_on_start=False)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=training_dataset(frame, columns),
-                                             loss=build_loss(config, model, guide_model(config)), callbacks=[timer])
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        timed = Plan(micro, [Phase("timed", 0, len(steps), 1, len(micro))], accumulation=plan.accumulation)
+        args = training_arguments(quiet, timed, Path(tmp), eval_on_start=False)
+        build_trainer(quiet, model, frame, columns, timed, args, callbacks=[timer]).train()
     return np.diff(timer.ends)
 
 

@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import SCHEDULERS
 from .errors import UserError
 
 # Length grouping sorts rows by token length inside windows of this many batches: enough to
@@ -254,33 +253,21 @@ def warmup_steps(total: int, steps: int, ratio: float | None) -> int:
     return math.ceil(ratio * total) if ratio is not None else steps
 
 
-def lr_factor(step: int, warmup: int, total: int, scheduler: str) -> float:
-    """Multiplier of the peak learning rate at 0-based optimizer step `step` of a `total`-step schedule.
-
-    The same curves as transformers' get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-    and get_cosine_schedule_with_warmup (half a cosine down to 0).
-    """
-    if step < warmup:
-        return step / max(1, warmup)
-    if scheduler == "constant_with_warmup":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if scheduler == "linear":
-        return max(0.0, 1.0 - progress)
-    if scheduler == "warmup_cosine":
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-    raise UserError(f"unknown scheduler '{scheduler}'; choose one of {', '.join(SCHEDULERS)}")
+# Our scheduler names (config.SCHEDULERS) as transformers' get_scheduler knows them.
+HF_SCHEDULER_NAMES = {"constant_with_warmup": "constant_with_warmup", "linear": "linear", "warmup_cosine": "cosine"}
 
 
-def lr_lambda(plan: Plan, scheduler: str, warmup: int, warmup_ratio: float | None, per_phase: bool):
-    """The function of step a LambdaLR needs: one schedule over the run, or one per phase."""
-    total = plan.total_steps
-    whole = warmup_steps(total, warmup, warmup_ratio)
+def plan_scheduler(optimizer, plan: Plan, scheduler: str, warmup: int, warmup_ratio: float | None, per_phase: bool):
+    """The learning-rate schedule of a planned run: transformers' get_scheduler over all its steps, or one per phase
+    chained by torch's SequentialLR, so that each phase restarts its warmup and decay (as repeated fit() calls did)."""
+    from transformers import get_scheduler
 
-    def factor(step: int) -> float:
-        if not per_phase:
-            return lr_factor(step, whole, total, scheduler)
-        phase = plan.phase_at(step)
-        return lr_factor(step - phase.start_step, warmup_steps(phase.steps, warmup, warmup_ratio), phase.steps, scheduler)
+    def over(steps: int):
+        return get_scheduler(HF_SCHEDULER_NAMES[scheduler], optimizer, num_warmup_steps=warmup_steps(steps, warmup, warmup_ratio),
+                             num_training_steps=steps)
 
-    return factor
+    phases = [phase for phase in plan.phases if phase.steps > 0]
+    if not per_phase or len(phases) < 2:
+        return over(plan.total_steps)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [over(phase.steps) for phase in phases],
+                                                 milestones=[phase.start_step for phase in phases[1:]])

@@ -5,7 +5,8 @@ The tickets are a pandas DataFrame with a `text` column and, optionally, a `numb
 once per (model, tickets) and kept under a cache directory, keyed by a fingerprint of the
 model folder and a hash of the texts, so a changed model or a changed ticket file builds a
 new index and an unchanged pair loads in moments. Similarity is cosine (inner product of unit
-vectors): an exact numpy scan for up to `EXACT_MAX_ROWS` tickets, a FAISS IVF index above.
+vectors): an exact scan (sentence-transformers' semantic_search) for up to `EXACT_MAX_ROWS` tickets, a FAISS IVF
+index above.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib.util
 import json
 import math
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -56,7 +58,7 @@ def choose_backend(n_rows: int, backend: str = "auto") -> str:
 class VectorIndex:
     """Top-k cosine search over unit-length row vectors, a float32 array of shape (n_rows, dim).
 
-    `exact` scans every row with numpy; `ivf` is a FAISS inverted-file index (inner-product metric):
+    `exact` scans every row (sentence_transformers.util.semantic_search); `ivf` is a FAISS inverted-file index (inner-product metric):
     rows are filed under k-means cells and a query scans only the `n_probe` cells nearest to it,
     approximate but a small fraction of the work. `auto` picks by size (`choose_backend`).
     """
@@ -103,18 +105,19 @@ class VectorIndex:
         return self._exact(queries, k)
 
     def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        kept = min(k, len(self.vectors))
-        # Blocks of queries keep the (queries x rows) score matrix near 256 MB on large sets.
-        step = max(1, (64 << 20) // len(self.vectors))
+        import torch
+        from sentence_transformers.util import dot_score, semantic_search
+
+        with warnings.catch_warnings():
+            # A cache-mapped index is read-only; torch shares its memory and only reads it.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            corpus = torch.from_numpy(self.vectors)
+        hits = semantic_search(torch.from_numpy(queries), corpus, top_k=k, score_function=dot_score)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
-        for start in range(0, len(queries), step):
-            block = queries[start:start + step] @ self.vectors.T
-            best = np.argpartition(-block, kept - 1, axis=1)[:, :kept]
-            best_scores = np.take_along_axis(block, best, axis=1)
-            order = np.argsort(-best_scores, axis=1, kind="stable")
-            rows[start:start + step, :kept] = np.take_along_axis(best, order, axis=1)
-            scores[start:start + step, :kept] = np.take_along_axis(best_scores, order, axis=1)
+        for query, found in enumerate(hits):
+            rows[query, :len(found)] = [hit["corpus_id"] for hit in found]
+            scores[query, :len(found)] = [hit["score"] for hit in found]
         return scores, rows
 
     def upsert(self, rows: np.ndarray, vectors: np.ndarray) -> None:

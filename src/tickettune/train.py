@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,7 +46,7 @@ from .jsonio import write_json
 from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, build_loss, loss_columns
 from .models import add_lora, parameter_counts
 from .report import fmt, markdown_tables, training_report, write_report
-from .schedule import Plan, lr_lambda, plan_batches
+from .schedule import Plan, plan_batches, plan_scheduler
 from .trainer import (BestModel, CurriculumTrainer, PairEvaluator, PhaseCallback, StopCallback, UpdateScaler,
                       choose_update_scale, say, training_arguments, training_dataset, training_log, write_training_log)
 from .training_data import TrainingPairs, assign_phases, check_leakage, load_pairs, phase_epochs
@@ -186,6 +187,21 @@ def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str, world_si
                        plan_rows(frame, columns, epochs, config, model, world_size))
 
 
+def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list[str], plan: Plan, args,
+                  callbacks: list | None = None, evaluator: PairEvaluator | None = None,
+                  best: BestModel | None = None) -> CurriculumTrainer:
+    """The trainer `train` runs and `estimate` times: the config's loss over the plan's batches of `frame`'s
+    `columns`, on the plan's learning-rate schedule, without the library's per-step print."""
+    trainer = CurriculumTrainer(
+        model=model, args=args, train_dataset=training_dataset(frame, columns),
+        loss=build_loss(config, model, guide_model(config)), evaluator=evaluator,
+        schedule=partial(plan_scheduler, plan=plan, scheduler=config.scheduler, warmup=config.warmup_steps,
+                         warmup_ratio=config.warmup_ratio, per_phase=config.schedule_per_phase),
+        best=best or BestModel(), callbacks=callbacks or [])
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
           resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
           show_progress: bool = True,
@@ -254,12 +270,8 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     if checkpoint is not None:
         best.load(checkpoint)
     stopper = StopCallback(on_evaluate) if on_evaluate is not None else None
-    trainer = CurriculumTrainer(
-        model=model, args=args, train_dataset=training_dataset(frame, columns), loss=build_loss(config, model, guide_model(config)),
-        evaluator=evaluator, lr_function=lr_lambda(plan, config.scheduler, config.warmup_steps, config.warmup_ratio,
-                                                   config.schedule_per_phase),
-        best=best, callbacks=[PhaseCallback(plan, best, config.eval_metric, show)] + ([stopper] if stopper else []))
-    trainer.remove_callback(PrinterCallback)
+    trainer = build_trainer(config, model, frame, columns, plan, args, evaluator=evaluator, best=best,
+                            callbacks=[PhaseCallback(plan, best, config.eval_metric, show)] + ([stopper] if stopper else []))
     for callback in trainer.callback_handler.callbacks:
         # TensorBoard would log under the checkpoints (deleted at the end); keep its events in OUT/runs
         # unless TENSORBOARD_LOGGING_DIR says otherwise.

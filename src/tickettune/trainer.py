@@ -1,6 +1,6 @@
 """The pieces sentence-transformers' trainer runs with: evaluator, best weights, callbacks, log and arguments.
 
-`train.py` composes them: a `CurriculumTrainer` (the plan's LambdaLR schedule, best weights in every checkpoint)
+`train.py` composes them: a `CurriculumTrainer` (the plan's learning-rate schedule, best weights in every checkpoint)
 with a `PairEvaluator` (eval pairs, and retrieval over eval tickets), a `PhaseCallback` (evaluates at each phase
 end, keeps the best weights, a progress bar per phase) and, for sweeps, a `StopCallback`. After training,
 `choose_update_scale` scales the learned update (WiSE-FT) to the best eval value, and `training_log` turns the
@@ -31,7 +31,7 @@ from .evaluate import compute_metrics, retrieval_scores, texts_of
 from .jsonio import write_json
 from .report import fmt
 from .retrieval import RETRIEVAL_KEYS, query_rows
-from .schedule import Plan, PlannedBatchSampler
+from .schedule import HF_SCHEDULER_NAMES, Plan, PlannedBatchSampler
 from .similarity import SIMILAR, encode_texts, pair_cosines
 
 
@@ -216,10 +216,11 @@ def say(message: str) -> None:
 
 
 class CurriculumTrainer(SentenceTransformerTrainer):
-    """SentenceTransformerTrainer with the plan's LambdaLR schedule and best weights in each checkpoint."""
+    """SentenceTransformerTrainer with the plan's schedule (`schedule(optimizer)` makes it) and best weights in each
+    checkpoint."""
 
-    def __init__(self, *args, lr_function, best: BestModel, **kwargs) -> None:
-        self.lr_function = lr_function
+    def __init__(self, *args, schedule: Callable[[torch.optim.Optimizer], Any], best: BestModel, **kwargs) -> None:
+        self.schedule = schedule
         self.best = best
         super().__init__(*args, **kwargs)
 
@@ -230,7 +231,7 @@ class CurriculumTrainer(SentenceTransformerTrainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.lr_function)
+            self.lr_scheduler = self.schedule(optimizer or self.optimizer)
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -382,8 +383,8 @@ def training_arguments(config: TrainConfig, plan: Plan, work: Path, eval_on_star
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=config.lr,
-        # The LambdaLR of schedule.py does the scheduling; these two only describe it in the model card.
-        lr_scheduler_type={"warmup_cosine": "cosine"}.get(config.scheduler, config.scheduler),
+        # schedule.plan_scheduler does the scheduling (per phase, when asked); these two describe it in the model card.
+        lr_scheduler_type=HF_SCHEDULER_NAMES[config.scheduler],
         warmup_steps=config.warmup_ratio if config.warmup_ratio is not None else config.warmup_steps,
         weight_decay=config.weight_decay,
         seed=config.seed,
