@@ -5,6 +5,8 @@ words (titles, symptom sentences and details are paraphrases, not templates of o
 Several problems sit on the same configuration item, and one-off requests on the same items have
 no problem at all: those are the near misses that make hard dissimilar pairs. Strings may use the
 keys of `sample._context` in braces ({site}, {floor}, {time}, {n}, {asset}, {app}, {share}, ...).
+
+Over 400 lines because it is data, not logic: the phrases of every problem, one literal per problem.
 """
 
 from __future__ import annotations
