@@ -128,49 +128,16 @@ def train(
                                                     "the text (default short_description,description)"),
 ) -> None:
     """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
-    from .config import resolve_config
     from .report import results_tables, verdict
-    from .train import train as run_training
-    from .training_data import check_phase_mode, load_pairs, pairs_from_tickets
+    from .train import run_train
 
-    check_phase_mode(phases)
-
-    if tickets is not None and any(x is not None for x in (pairs, train_file, eval_file, test_file)):
-        raise UserError("pass either --tickets FILE or pairs (--pairs DIR, --train/--eval/--test), not both")
-    if tickets is None and (group_by or text_column):
-        raise UserError("--group-by and --text-column describe a --tickets file; pass --tickets FILE too")
-    config = resolve_config(preset, config_file, sets, model_name=model, output_dir=str(out) if out else None,
-                            pairs_dir=str(pairs) if pairs else None, train_file=str(train_file) if train_file else None,
-                            eval_file=str(eval_file) if eval_file else None, test_file=str(test_file) if test_file else None,
-                            tickets=tickets is not None or _has_train_tickets(pairs))
-    if not config.output_dir:
-        raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
-    pairset = None
-    if tickets is not None:
-        from .errors import check_output_dir
-
-        check_output_dir(Path(config.output_dir), overwrite or resume)
-        with console.status(f"splitting {tickets} and making held-out tickets and test pairs"):
-            data, pairset = pairs_from_tickets(tickets, group_by, text_column, config)
-    else:
-        data = load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file)
-    result = run_training(config, data, Path(config.output_dir), overwrite=overwrite, resume=resume, merge=merge,
-                          allow_leakage=allow_leakage, phases=phases)
+    result = run_train(out, pairs, train_file, eval_file, test_file, tickets, group_by, text_column, preset, config_file,
+                       sets, model, phases, overwrite, resume, merge, allow_leakage, status=console.status)
     if result.metrics:
-        for table in results_tables(result.metrics, about=f": {config.model_name} tuned vs untuned"):
+        for table in results_tables(result.metrics, about=f": {result.config.model_name} tuned vs untuned"):
             console.print(table)
         console.print(verdict(result.metrics), markup=False)
-        if pairset is not None:
-            from .pairs import write_pair_dir
-
-            write_pair_dir(pairset, result.out / "pairs", overwrite=True, command=f"tickettune train --tickets {tickets}")
-        console.print(f"results written to {result.out} ({', '.join(result.files + (['pairs'] if pairset else []))})")
-
-
-def _has_train_tickets(pairs: Optional[Path]) -> bool:
-    from .pairs_io import TICKET_FILES
-
-    return pairs is not None and (pairs / TICKET_FILES["train"]).is_file()
+        console.print(f"results written to {result.out} ({', '.join(result.files)})")
 
 
 @app.command()
@@ -436,10 +403,11 @@ def estimate(
     """Estimate how long `train` takes here: times a few real training steps and one eval pass; writes nothing."""
     from .config import resolve_config
     from .estimate import estimate_run, estimate_table
+    from .pairs_io import has_train_tickets
     from .training_data import check_phase_mode, load_pairs
 
     check_phase_mode(phases)
-    config = resolve_config(preset, None, sets, tickets=_has_train_tickets(pairs), model_name=model)
+    config = resolve_config(preset, None, sets, tickets=has_train_tickets(pairs), model_name=model)
     data = load_pairs(pairs)
     with console.status(f"timing {steps} training steps of {config.model_name}"):
         result = estimate_run(config, data, steps, phases)
@@ -470,11 +438,12 @@ def sweep(
 ) -> None:
     """Search learning rate, epochs, LoRA rank, loss and schedule with Optuna, maximising eval Spearman (or eval_metric)."""
     from .config import parse_set, resolve_config
+    from .pairs_io import has_train_tickets
     from .sweep import SearchSpace, Sweep, describe, write_best_config
 
     if best_config is not None and best_config.exists() and not overwrite:
         raise UserError(f"{best_config} already exists; pass --overwrite to replace it or choose another --best-config")
-    base = resolve_config(preset, config_file, sets, tickets=_has_train_tickets(pairs), model_name=model,
+    base = resolve_config(preset, config_file, sets, tickets=has_train_tickets(pairs), model_name=model,
                           pairs_dir=str(pairs.resolve()))
     space = SearchSpace(epochs=(1, max_epochs), fixed=tuple(parse_set(sets)))
     runner = Sweep(base, pairs, storage, study_name, space, out, allow_leakage=allow_leakage)

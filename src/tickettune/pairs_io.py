@@ -212,6 +212,11 @@ TICKET_FILES = {"train": "train_tickets.jsonl", "eval": "eval_tickets.jsonl", "t
 TICKET_COLUMNS = ("number", "text", "group")
 
 
+def has_train_tickets(pairs_dir: str | Path | None) -> bool:
+    """Whether a pairs directory holds train tickets (so the group recipe can train on them)."""
+    return pairs_dir is not None and (Path(pairs_dir) / TICKET_FILES["train"]).is_file()
+
+
 def write_tickets(frame: pd.DataFrame, path: Path) -> None:
     """JSONL, one ticket a line: number (where known), text and group, as `read_ticket_set` reads them back."""
     columns = [c for c in TICKET_COLUMNS if c in frame.columns]

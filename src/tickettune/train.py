@@ -21,6 +21,7 @@ process trains (data parallel) and only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -350,3 +351,45 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
         (folder / RUN_FILE).unlink(missing_ok=True)
         files = sorted(p.name for p in folder.iterdir())
     return TrainResult(out, metrics, log, config, files, {name: s["model"] for name, s in scores.items()})
+
+
+def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | None = None, eval_file: Path | None = None,
+              test_file: Path | None = None, tickets: Path | None = None, group_by: str | None = None,
+              text_columns: list[str] | None = None, preset: str | None = None, config_file: Path | None = None,
+              sets: list[str] | None = None, model: str | None = None, phases: str = "keep", overwrite: bool = False,
+              resume: bool = False, merge: bool = False, allow_leakage: bool = False,
+              status: Callable[[str], Any] = lambda message: contextlib.nullcontext()) -> TrainResult:
+    """The `train` command: resolve the config (the group recipe when the data has tickets), read the pairs or split
+    a ticket export as `tickettune pairs` would, train, and with tickets write the split to OUT/pairs.
+    `status(message)` is a context manager shown while the export is split."""
+    from .config import resolve_config
+    from .pairs_io import has_train_tickets
+    from .training_data import check_phase_mode, pairs_from_tickets
+
+    check_phase_mode(phases)
+    if tickets is not None and any(x is not None for x in (pairs, train_file, eval_file, test_file)):
+        raise UserError("pass either --tickets FILE or pairs (--pairs DIR, --train/--eval/--test), not both")
+    if tickets is None and (group_by or text_columns):
+        raise UserError("--group-by and --text-column describe a --tickets file; pass --tickets FILE too")
+    config = resolve_config(preset, config_file, sets, model_name=model, output_dir=str(out) if out else None,
+                            pairs_dir=str(pairs) if pairs else None, train_file=str(train_file) if train_file else None,
+                            eval_file=str(eval_file) if eval_file else None, test_file=str(test_file) if test_file else None,
+                            tickets=tickets is not None or has_train_tickets(pairs))
+    if not config.output_dir:
+        raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
+    out = Path(config.output_dir)
+    if tickets is None:
+        data = load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file)
+        return train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
+                     phases=phases)
+    from .pairs import write_pair_dir
+
+    check_output_dir(out, overwrite or resume)
+    with status(f"splitting {tickets} and making held-out tickets and test pairs"):
+        data, pairset = pairs_from_tickets(tickets, group_by, text_columns, config)
+    result = train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
+                   phases=phases)
+    if result.metrics:  # rank 0 of a torchrun job
+        write_pair_dir(pairset, result.out / "pairs", overwrite=True, command=f"tickettune train --tickets {tickets}")
+        result.files = sorted(result.files + ["pairs"])
+    return result
