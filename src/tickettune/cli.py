@@ -87,12 +87,7 @@ def evaluate(
     with console.status("loading and encoding"):
         results = run_evaluation(model, pairs, tickets, group_by, text_column, baseline, max_seq_length, queries, folds,
                                  resamples, seed, out, overwrite, train_pairs, allow_leakage, say=console.print)
-    from .report import results_tables, verdict
-
-    for table in results_tables(results, model_title="Model" if not baseline else "Fine-tuned", about=f" ({model})"):
-        console.print(table)
-    if baseline:
-        console.print(verdict(results), markup=False)
+    _print_results(results, about=f" ({model})", compared=bool(baseline))
     if json_path is not None:
         from .jsonio import write_json
 
@@ -128,15 +123,12 @@ def train(
                                                     "the text (default short_description,description)"),
 ) -> None:
     """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
-    from .report import results_tables, verdict
     from .train import run_train
 
     result = run_train(out, pairs, train_file, eval_file, test_file, tickets, group_by, text_column, preset, config_file,
                        sets, model, phases, overwrite, resume, merge, allow_leakage, status=console.status)
     if result.metrics:
-        for table in results_tables(result.metrics, about=f": {result.config.model_name} tuned vs untuned"):
-            console.print(table)
-        console.print(verdict(result.metrics), markup=False)
+        _print_results(result.metrics, about=f": {result.config.model_name} tuned vs untuned")
         console.print(f"results written to {result.out} ({', '.join(result.files)})")
 
 
@@ -379,15 +371,12 @@ def demo(
     from .config import resolve_config
     from .demo import run_demo
     from .errors import check_output_dir
-    from .report import results_tables, verdict
 
     config = resolve_config(preset, sets=[f"seed={seed}", *(sets or [])], model_name=model)
     check_output_dir(out, overwrite)
     started = time.perf_counter()
     result = run_demo(config, out, overwrite, seed=seed, say=console.print)
-    for table in results_tables(result.metrics, about=": untuned vs fine-tuned"):
-        console.print(table)
-    console.print(verdict(result.metrics), markup=False)
+    _print_results(result.metrics, about=": untuned vs fine-tuned")
     console.print(f"done in {(time.perf_counter() - started) / 60:.1f} min; open {out / 'report.html'}")
 
 
@@ -458,6 +447,16 @@ def sweep(
         write_best_config(config, best_config)
         console.print(f"best config written to {best_config}; train it with `tickettune train --config {best_config} "
                       "-o OUT`", markup=False)
+
+
+def _print_results(results: dict, about: str, compared: bool = True) -> None:
+    """One table per judged set (retrieval first), then, against a baseline, the one-line verdict per set."""
+    from .report import results_tables, verdict
+
+    for table in results_tables(results, model_title="Fine-tuned" if compared else "Model", about=about):
+        console.print(table)
+    if compared:
+        console.print(verdict(results), markup=False)
 
 
 def _one_line(text: str) -> str:
