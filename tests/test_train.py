@@ -228,6 +228,30 @@ def test_per_phase_schedule_restarts_warmup_and_decay_at_each_phase():
     assert _learning_rates(_plan([10, 0, 30]), "linear", 3, None, True)[10:14] == [0.0, pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
 
 
+def test_per_phase_schedule_resumes_from_its_saved_state(tmp_path):
+    # What --resume does: the trainer saves the scheduler's state_dict in a checkpoint and loads it into a new one.
+    plan = _plan([10, 20, 30])
+    whole = _learning_rates(plan, "warmup_cosine", 0, 0.2, per_phase=True)
+
+    def fresh():
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        return optimizer, plan_scheduler(optimizer, plan, "warmup_cosine", 0, 0.2, per_phase=True)
+
+    optimizer, schedule = fresh()
+    for _ in range(15):
+        optimizer.step()
+        schedule.step()
+    torch.save(schedule.state_dict(), tmp_path / "scheduler.pt")
+    optimizer, schedule = fresh()
+    schedule.load_state_dict(torch.load(tmp_path / "scheduler.pt", weights_only=True))
+    resumed = []
+    for _ in range(15, 60):
+        resumed.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert resumed == pytest.approx(whole[15:])
+
+
 # ---- model set-up: LoRA targets, precision, trackers ----------------------------------------------
 
 def test_lora_targets_by_architecture_and_full_fine_tuning(tiny_model):
