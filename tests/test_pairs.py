@@ -235,3 +235,12 @@ def test_check_passes_on_built_pairs_and_catches_problems(pairset, tmp_path, cap
     assert main(["check", str(bad / "train.jsonl"), str(bad / "test.jsonl"), "--difficulty", "none"]) == 1
     assert "no test text in train" in capsys.readouterr().out
     assert main(["check", str(tmp_path / "missing")]) == 2
+
+
+def test_table_sha256_follows_the_rows_and_their_order_not_the_index():
+    from tickettune.textio import table_sha256
+
+    frame = pd.DataFrame({"text1": ["a", "b"], "text2": ["c", "d"], "label": [1.0, 0.0]})
+    assert table_sha256(frame) == table_sha256(frame.set_axis([7, 9]))
+    assert table_sha256(frame) != table_sha256(frame.iloc[::-1])
+    assert table_sha256(frame) != table_sha256(frame.assign(label=[1.0, 0.5]))

@@ -7,7 +7,6 @@ start afresh, must say --overwrite, or resumes, and from which checkpoint; damag
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pandas as pd
 
 from .config import TrainConfig
 from .errors import UserError
+from .textio import table_sha256
 
 CHECKPOINTS = "checkpoints"
 RUN_FILE = "run.json"
@@ -24,8 +24,7 @@ RUN_FILE = "run.json"
 def run_fingerprint(config: TrainConfig, frame: pd.DataFrame, world_size: int) -> dict[str, Any]:
     """What must not change between a run and its --resume: the knobs, the pairs, the process count."""
     knobs = config.model_dump(exclude={"output_dir", "pairs_dir", "train_file", "eval_file", "test_file"})
-    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
-    return {"config": knobs, "data_sha256": digest, "world_size": world_size}
+    return {"config": knobs, "data_sha256": table_sha256(frame), "world_size": world_size}
 
 
 def _complete_checkpoints(folder: Path) -> list[Path]:

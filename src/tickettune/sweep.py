@@ -12,7 +12,6 @@ the others at the same step. `Sweep.best()` gives the best trial as a config for
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import re
@@ -30,6 +29,7 @@ from rich.table import Table
 from .config import PHASES, SCHEDULERS, TrainConfig, dump_config, make_config
 from .errors import UserError
 from .report import fmt
+from .textio import table_sha256
 from .train import train
 from .training_data import SINGLE_PHASE, TrainingPairs, check_leakage, load_pairs
 
@@ -108,10 +108,6 @@ def default_eval_steps(pairs: TrainingPairs, config: TrainConfig, phases: list[s
     compare trials at the same step even when their phases end at different steps."""
     per_step = config.batch_size * config.gradient_accumulation_steps
     return max(1, math.ceil(len(pairs.train) / len(phases) / per_step))
-
-
-def _fingerprint(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
 
 
 def _shown(url: str) -> str:
@@ -199,7 +195,7 @@ class Sweep:
         knobs["model_name"] = Path(knobs["model_name"]).name  # the same model may live at another path elsewhere
         space = {k: sorted(v) if k == "fixed" else list(v) for k, v in asdict(self.space).items()}  # --set order is free
         return {"config": knobs, "space": space,
-                "train_sha256": _fingerprint(self.pairs.train), "eval_sha256": _fingerprint(self.pairs.eval)}
+                "train_sha256": table_sha256(self.pairs.train), "eval_sha256": table_sha256(self.pairs.eval)}
 
     def _join(self, study, storage: str) -> None:
         """Record this worker's setup in a new study; refuse to join a study started with another one."""

@@ -1,13 +1,16 @@
 """Text as files hold it and as tickettune compares it: reading any export's bytes, and the one normal form.
 
-A leaf of the package: the readers (tickets, pairs_io), the pair builder, the checks and the leakage guard all
-import it, it imports nothing of theirs.
+A leaf of the package: the readers (tickets, pairs_io), the pair builder, the checks, the leakage guard and the
+run fingerprints all import it, it imports nothing of theirs.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
+
+import pandas as pd
 
 from .errors import UserError
 
@@ -44,3 +47,8 @@ def read_text_file(path: Path) -> str:
         except UnicodeDecodeError:
             continue
     return raw.decode("latin-1")
+
+
+def table_sha256(frame: pd.DataFrame) -> str:
+    """SHA-256 of a table's rows in order (pandas' row hashes, index left out): the same pairs give the same value."""
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
