@@ -457,15 +457,18 @@ def test_same_seed_gives_the_same_training_metrics_on_cpu(reference, pairs_dir, 
 
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_resume_after_a_kill_matches_an_uninterrupted_run(kill, reference, tiny_model, pairs_dir, tmp_path):
-    # The kill lands at a random step: after the first checkpoint plus a random delay (seeded per signal, so that a
-    # failure can be replayed). The first, so that on a loaded machine, where this process may notice the checkpoint
-    # late, the run is still training rather than already done (a later one let a loaded run finish first).
+    # The kill lands at a random step: after a random checkpoint (not the last), plus a random delay.
+    # Seeded per signal so that a failure can be replayed.
     rng = np.random.default_rng(int(kill))
-    after = 10
+    last = max(e["step"] for e in reference.log["evals"])
+    after = int(rng.choice(np.arange(10, last - 5, 10)))
     out = tmp_path / "killed"
     checkpoints = partial_dir(out) / "checkpoints"
+    # A suite started in the background by a shell without job control inherits SIGINT ignored, and Python then
+    # never turns it into KeyboardInterrupt: the run must get Ctrl-C as a terminal would deliver it.
     run = subprocess.Popen([sys.executable, "-m", "tickettune", *_cli_args(pairs_dir, tiny_model, out)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (checkpoints / f"checkpoint-{after}" / "trainer_state.json").exists() and run.poll() is None:
         assert time.monotonic() < deadline, f"checkpoint-{after} did not appear"
