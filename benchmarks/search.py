@@ -5,7 +5,7 @@ about 100 around random topic directions, two tickets of a topic at cosine ~0.6 
 one problem are under MiniLM), and each query is a perturbed ticket (cosine ~0.9 to it). Looser
 clusters make recall@10 meaningless at 1M: random 384-d directions reach cosine ~0.25 by chance
 among a million (sd 0.051, max ~4.9 sd), so the exact top-10 would hold chance hits no index can
-find. The exact numpy scan is the reference for the recall@10 of the FAISS IVF index; `auto` is
+find. The exact scan is the reference for the recall@10 of the FAISS IVF index; `auto` is
 the backend `tickettune search` picks at that size. Query latency is one query at a time, as the
 CLI asks. Build time excludes encoding (the model's cost, the same for every backend).
 

@@ -213,7 +213,7 @@ def main() -> None:
         for server in servers.values():
             server.stop()
     body = (f"{args.model}, {args.tickets:,} tickets ({args.unique:,} distinct synthetic incidents repeated), index "
-            f"exact (numpy scan) or ivf (FAISS IVF-Flat as `tickettune search` builds it), k=10, queries: 2,000 other synthetic incidents, "
+            f"exact (every ticket scanned) or ivf (FAISS IVF-Flat as `tickettune search` builds it), k=10, queries: 2,000 other synthetic incidents, "
             f"by text = short description + description (as a new incident holds them), by title = short description "
             f"only. Closed-loop httpx clients on the same machine, {args.seconds:g} s or {args.max_requests} requests "
             f"per row in {args.turns} turns taken in rotation with the other configurations' rows (every server runs "

@@ -121,10 +121,10 @@ def test_compute_metrics_on_one_class_is_nan_not_a_crash():
     assert math.isnan(metrics["roc_auc"]) and metrics["n_pairs"] == 6
 
 
-def test_evaluate_pairs_encodes_each_text_once(tiny_model):
+def test_evaluate_model_encodes_each_text_once(tiny_model):
     import pandas as pd
 
-    from tickettune.evaluate import evaluate_pairs
+    from tickettune.evaluate import TestSets, evaluate_model
     from tickettune.models import load_model
 
     model = load_model(str(tiny_model))
@@ -138,6 +138,6 @@ def test_evaluate_pairs_encodes_each_text_once(tiny_model):
     model.encode = counting
     pairs = pd.DataFrame({"text1": ["printer jam", "printer jam", "vpn down", "disk full"],
                           "text2": ["vpn down", "disk full", "disk full", "printer jam"], "label": [0, 1, 0, 1.0]})
-    result, scores = evaluate_pairs(pairs, "unused", model=model, folds=2, resamples=100)
+    results, scores = evaluate_model(TestSets(pairs={"test": pairs}), "unused", model=model, folds=2, resamples=100)
     assert len(calls) == 1 and sorted(calls[0]) == ["disk full", "printer jam", "vpn down"]
-    assert scores["model"].shape == (4,) and result["model"]["n_pairs"] == 4
+    assert scores["test"]["model"].shape == (4,) and results["test"]["model"]["n_pairs"] == 4

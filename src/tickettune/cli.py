@@ -177,7 +177,7 @@ def serve(
     batching: bool = typer.Option(True, help="encode requests that arrive together in one batch"),
     threads: Optional[int] = typer.Option(None, help="torch threads per worker (default: the cores but one, "
                                                        "shared among the workers)", min=1),
-    index: str = typer.Option("auto", help="exact (numpy scan), ivf (FAISS: a search in about a millisecond, "
+    index: str = typer.Option("auto", help="exact (every ticket scanned), ivf (FAISS: a search in about a millisecond, "
                                            "built once into the cache) or auto (exact up to 200,000 tickets)"),
 ) -> None:
     """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""

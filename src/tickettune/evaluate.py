@@ -156,15 +156,6 @@ def compare(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarra
     return result
 
 
-def evaluate_pairs(pairs: pd.DataFrame, model_name: str, baseline_name: str | None = None,
-                   max_seq_length: int | None = None, folds: int = 5, resamples: int = 1000, seed: int = 0,
-                   batch_size: int = 64, model=None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Load the model (and baseline), score the pairs once each, and compare. Also returns the raw scores."""
-    results, scores = evaluate_model(TestSets(pairs={"test": pairs}), model_name, baseline_name, max_seq_length,
-                                     folds=folds, resamples=resamples, seed=seed, batch_size=batch_size, model=model)
-    return results["test"], scores["test"]
-
-
 # The sets a model is judged on, in the order they are shown: what search does first, the stress test last.
 SET_ORDER = ("retrieval", "representative", "test", "hard")
 
