@@ -25,6 +25,9 @@ from .errors import UserError
 from .pairs import DIFFICULTY_METHODS, SPLIT_UNITS, TEST_DIFFICULTIES, PairOptions
 
 PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library's
+PROBE_HELP = ("same-problem probe: a ticket file whose groups are filed duplicates (e.g. a duplicate-linked export); "
+              "its duplicates' MRR@10 and accuracy@10 are reported beside retrieval (repeatable)")
+PROBE_GROUP_HELP = "the duplicate column of the --probe files: once for all, or once per probe (default problem_id)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune sentence-embedding models on IT tickets with LoRA and curriculum learning.")
@@ -78,15 +81,21 @@ def evaluate(
                                                "directory) to check the test texts against; default: the fingerprints "
                                                "`train` stored in the model folder"),
     allow_leakage: bool = typer.Option(False, help="evaluate even when test texts were among the model's training texts"),
+    probe: Optional[List[Path]] = typer.Option(None, "--probe", help=PROBE_HELP),
+    probe_group: Optional[List[str]] = typer.Option(None, "--probe-group", help=PROBE_GROUP_HELP),
 ) -> None:
-    """Judge a model (and a baseline): retrieval on held-out tickets, then pair sets; bootstrap intervals of each change."""
+    """Judge a model (and a baseline): retrieval on held-out tickets, same-problem probes, then pair sets; bootstrap
+    intervals of each change."""
     from .evaluate import run_evaluation
 
     if json_path is not None and json_path.exists() and not overwrite:
         raise UserError(f"{json_path} already exists; pass --overwrite to replace it or choose another --json")
     with console.status("loading and encoding"):
-        results = run_evaluation(model, pairs, tickets, group_by, text_column, baseline, max_seq_length, queries, folds,
-                                 resamples, seed, out, overwrite, train_pairs, allow_leakage, say=console.print)
+        results = run_evaluation(model, pairs=pairs, tickets=tickets, group_by=group_by, text_columns=text_column,
+                                 probes=probe, probe_groups=probe_group, baseline=baseline,
+                                 max_seq_length=max_seq_length, queries=queries, folds=folds, resamples=resamples,
+                                 seed=seed, out=out, overwrite=overwrite, train_pairs=train_pairs,
+                                 allow_leakage=allow_leakage, say=console.print)
     _print_results(results, about=f" ({model})", compared=bool(baseline))
     if json_path is not None:
         from .jsonio import write_json
@@ -121,12 +130,20 @@ def train(
                                            "column are similar (default problem_id)"),
     text_column: Optional[List[str]] = typer.Option(None, "--text-column", help="with --tickets: column(s) that make "
                                                     "the text (default short_description,description)"),
+    budget: Optional[str] = typer.Option(None, "--budget", help="time the run may take on this machine, e.g. 15m, 90s, "
+                                         "1h (head stage: measured throughput -> train tickets and epochs; default 15m)"),
+    probe: Optional[List[Path]] = typer.Option(None, "--probe", help=PROBE_HELP),
+    probe_group: Optional[List[str]] = typer.Option(None, "--probe-group", help=PROBE_GROUP_HELP),
 ) -> None:
-    """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
+    """Fine-tune (a head on the frozen encoder, or the encoder over curriculum phases); writes OUT/model, config.yaml,
+    training_log.json/.csv, metrics.json and the report."""
     from .train import run_train
 
-    result = run_train(out, pairs, train_file, eval_file, test_file, tickets, group_by, text_column, preset, config_file,
-                       sets, model, phases, overwrite, resume, merge, allow_leakage, status=console.status)
+    result = run_train(out, pairs=pairs, train_file=train_file, eval_file=eval_file, test_file=test_file,
+                       tickets=tickets, group_by=group_by, text_columns=text_column, preset=preset,
+                       config_file=config_file, sets=sets, model=model, budget=budget, probes=probe,
+                       probe_groups=probe_group, phases=phases, overwrite=overwrite, resume=resume, merge=merge,
+                       allow_leakage=allow_leakage, status=console.status)
     if result.metrics:
         _print_results(result.metrics, about=f": {result.config.model_name} tuned vs untuned")
         console.print(f"results written to {result.out} ({', '.join(result.files)})")

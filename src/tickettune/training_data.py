@@ -45,12 +45,13 @@ class TrainingPairs:
     test_name: str = "test"
     representative: pd.DataFrame | None = None
     tickets: dict[str, pd.DataFrame] = field(default_factory=dict)
+    probes: dict[str, pd.DataFrame] = field(default_factory=dict)  # same-problem probes judged at the end (probes.py)
 
     def test_sets(self) -> TestSets:
         pairs = {self.test_name: self.test}
         if self.representative is not None:
             pairs["representative"] = self.representative
-        return TestSets(self.tickets.get("test"), pairs)
+        return TestSets(self.tickets.get("test"), pairs, self.probes)
 
     def masked(self) -> "TrainingPairs":
         """A copy with personal data masked in every text (pii.mask_pii)."""
@@ -59,7 +60,8 @@ class TrainingPairs:
         return replace(self, train=mask_pair_texts(self.train), eval=mask_pair_texts(self.eval),
                        test=mask_pair_texts(self.test),
                        representative=None if self.representative is None else mask_pair_texts(self.representative),
-                       tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()})
+                       tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()},
+                       probes={k: mask_pair_texts(v) for k, v in self.probes.items()})
 
 
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
