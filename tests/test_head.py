@@ -74,7 +74,7 @@ class CountingModel:
         rows = np.array([[len(t), 1.0, 0.5] for t in texts], dtype=np.float32)
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
-    def get_sentence_embedding_dimension(self):
+    def get_embedding_dimension(self):
         return 3
 
 
@@ -164,7 +164,7 @@ def test_saved_head_loads_in_plain_sentence_transformers(tiny_model, tmp_path):
 
     base = load_model(str(tiny_model))
     rng = np.random.default_rng(1)
-    dim = base.get_sentence_embedding_dimension()
+    dim = base.get_embedding_dimension()
     head = LinearHead(np.eye(dim, dtype=np.float32) + 0.1 * rng.normal(size=(dim, dim)).astype(np.float32),
                       0.05 * rng.normal(size=dim).astype(np.float32))
     texts = ["vpn drops every hour", "printer jams on tray 2", "password reset loop"]

@@ -41,8 +41,9 @@ def presets() -> None:
     from .config import PRESET_NOTES, PRESETS, TrainConfig
 
     configs = {name: TrainConfig(**values) for name, values in PRESETS.items()}
-    keys = ["lr", "phase_epochs", "warmup_steps", "warmup_ratio", "batch_size", "max_seq_length", "lora_r", "lora_alpha",
-            "lora_dropout", "loss", "weight_decay", "scheduler", "eval_subset", "use_lora"]
+    keys = ["stage", "label_kind", "head_epochs", "head_lr", "head_margin", "head_keep_weight", "head_temperature",
+            "lr", "phase_epochs", "warmup_steps", "warmup_ratio", "batch_size", "max_seq_length", "lora_r", "lora_alpha",
+            "lora_dropout", "loss", "weight_decay", "scheduler", "eval_subset", "use_lora", "update_scales"]
     table = Table(title="tickettune presets (every other knob: `tickettune train --help`)")
     table.add_column("knob")
     for name in configs:
@@ -415,6 +416,14 @@ def estimate(
     check_phase_mode(phases)
     config = resolve_config(preset, None, sets, tickets=has_train_tickets(pairs), model_name=model)
     data = load_pairs(pairs)
+    if config.stage == "head":
+        from .head_training import estimate_head
+
+        with console.status(f"timing {config.model_name}'s encoding on this machine"):
+            throughput, plan = estimate_head(config, data)
+        console.print(f"head stage, {config.model_name}: encodes {throughput.encode_per_second:,.0f} texts/s here; "
+                      f"{plan.describe()}")
+        return
     with console.status(f"timing {steps} training steps of {config.model_name}"):
         result = estimate_run(config, data, steps, phases)
     console.print(estimate_table(result, f"Estimated training time on this machine: {preset or 'default preset'}, "
@@ -449,8 +458,10 @@ def sweep(
 
     if best_config is not None and best_config.exists() and not overwrite:
         raise UserError(f"{best_config} already exists; pass --overwrite to replace it or choose another --best-config")
-    base = resolve_config(preset, config_file, sets, tickets=has_train_tickets(pairs), model_name=model,
-                          pairs_dir=str(pairs.resolve()))
+    tickets = has_train_tickets(pairs)
+    if preset is None and config_file is None and tickets:  # the default ticket recipe trains a head: nothing to sweep
+        preset = "recommended-lora"
+    base = resolve_config(preset, config_file, sets, tickets=tickets, model_name=model, pairs_dir=str(pairs.resolve()))
     space = SearchSpace(epochs=(1, max_epochs), fixed=tuple(parse_set(sets)))
     runner = Sweep(base, pairs, storage, study_name, space, out, allow_leakage=allow_leakage)
     err_console.print(f"study '{study_name}': {len(runner.study.trials)} trials so far; this worker runs {trials}",

@@ -143,6 +143,12 @@ class TrainConfig(BaseModel):
 
 FIELDS = tuple(TrainConfig.model_fields)
 
+
+def trains_on_tickets(config: TrainConfig) -> bool:
+    """Whether a run learns from labelled tickets (the head stage, group losses) rather than from pairs: then no
+    model-scored curriculum pairs are needed and their difficulty can be lexical."""
+    return config.stage == "head" or config.loss in GROUP_LOSSES
+
 # The seed notebook's recipes, with the values its guide gave. `recommended` is what
 # benchmarks/recipes.py measured to win (see README "Which recipe wins").
 _V2: dict[str, Any] = dict(

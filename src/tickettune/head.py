@@ -52,7 +52,7 @@ def label_kind(groups: Sequence[object], requested: str = "auto") -> str:
         return requested
     sizes = pd.Series(list(groups), dtype=object).astype(str).value_counts()
     multi = sizes[sizes >= 2]
-    if len(multi) >= MIN_PROBLEM_GROUPS and multi.median() <= MAX_PROBLEM_GROUP_SHARE * len(sizes.index.repeat(sizes)):
+    if len(multi) >= MIN_PROBLEM_GROUPS and multi.median() <= MAX_PROBLEM_GROUP_SHARE * sizes.sum():
         return "problem"
     return "coarse"
 

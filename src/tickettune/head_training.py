@@ -74,13 +74,33 @@ def measure_throughput(encoder: CachedEncoder, texts: list[str], train_vectors: 
         start = time.perf_counter()
         encoder.encode(sample)
         rate = len(sample) / max(time.perf_counter() - start, 1e-9)
-    dim = int(encoder.model.get_sentence_embedding_dimension())
+    dim = int(encoder.model.get_embedding_dimension())
     fake = rng.normal(size=(train_vectors, dim)).astype(np.float32)
     fake /= np.linalg.norm(fake, axis=1, keepdims=True)
     start = time.perf_counter()
     fit_head(fake, rng.integers(0, 8, train_vectors), HeadObjective(), epochs=1, batch_size=512)
     head = (time.perf_counter() - start) / train_vectors
     return Throughput(encode_per_second=rate if np.isfinite(rate) else 1e9, head_seconds_per_ticket_epoch=head)
+
+
+def require_tickets(pairs: TrainingPairs) -> None:
+    if "train" not in pairs.tickets:
+        raise UserError(f"the head stage trains on tickets and their groups, and {pairs.source or 'the pairs'} has none; "
+                        "build the pairs with `tickettune pairs` or train with --tickets FILE --group-by COLUMN")
+
+
+def plan_run(config: TrainConfig, pairs: TrainingPairs, encoder: CachedEncoder) -> tuple[Throughput, BudgetPlan]:
+    """Steps 1-2: this machine's throughput, measured on texts the run must encode anyway, and the budget's plan."""
+    require_tickets(pairs)
+    train_texts = list(pairs.tickets["train"]["text"])
+    held_out = sorted(set(pairs.test_sets().texts()) | set(pairs.eval["text1"]) | set(pairs.eval["text2"])
+                      | set(pairs.tickets["eval"]["text"] if "eval" in pairs.tickets else []))
+    throughput = measure_throughput(encoder, held_out + train_texts)
+    plan = plan_head_budget(budget_seconds=budget_seconds(config.budget_minutes), train_tickets=len(train_texts),
+                            train_cached=sum(v is not None for v in encoder.cache.lookup(train_texts)),
+                            held_out_uncached=sum(v is None for v in encoder.cache.lookup(held_out)),
+                            throughput=throughput, epochs=config.head_epochs, cap=config.max_train_tickets)
+    return throughput, plan
 
 
 class EvalScore:
@@ -194,9 +214,7 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
     pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
     if config.mask_pii:
         pairs = pairs.masked()
-    if "train" not in pairs.tickets:
-        raise UserError(f"the head stage trains on tickets and their groups, and {pairs.source or 'the pairs'} has none; "
-                        "build the pairs with `tickettune pairs` or train with --tickets FILE --group-by COLUMN")
+    require_tickets(pairs)
     if not allow_leakage:
         check_leakage(pairs)
     started = time.perf_counter()
@@ -204,13 +222,7 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
     encoder = CachedEncoder.for_model(base, config.model_name, config.vector_cache)
     sets = pairs.test_sets()
     train_tickets = pairs.tickets["train"]
-    held_out = sorted(set(sets.texts()) | set(pairs.eval["text1"]) | set(pairs.eval["text2"])
-                      | set(pairs.tickets.get("eval", pd.DataFrame({"text": []}))["text"]))
-    throughput = measure_throughput(encoder, held_out + list(train_tickets["text"]))
-    cached = sum(v is not None for v in encoder.cache.lookup(list(train_tickets["text"])))
-    plan = plan_head_budget(budget_seconds=budget_seconds(config.budget_minutes), train_tickets=len(train_tickets),
-                            train_cached=cached, held_out_uncached=sum(v is None for v in encoder.cache.lookup(held_out)),
-                            throughput=throughput, epochs=config.head_epochs, cap=config.max_train_tickets)
+    throughput, plan = plan_run(config, pairs, encoder)
     show = show_progress
     if show:
         say(f"{plan.describe()} (measured: {throughput.encode_per_second:,.0f} texts/s encoding)")
@@ -270,3 +282,13 @@ def _prefer_cached(tickets: pd.DataFrame, encoder: CachedEncoder, count: int, se
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(np.flatnonzero(cached)), rng.permutation(np.flatnonzero(~cached))])
     return tickets.iloc[np.sort(order[:count])]
+
+
+def estimate_head(config: TrainConfig, pairs: TrainingPairs) -> tuple[Throughput, BudgetPlan]:
+    """What `estimate` reports for the head stage: the measured throughput and the budget's plan (the texts timed
+    stay cached, so the run that follows does not encode them again)."""
+    from .models import load_model
+
+    require_tickets(pairs)
+    base = load_model(config.model_name, config.max_seq_length)
+    return plan_run(config, pairs, CachedEncoder.for_model(base, config.model_name, config.vector_cache))

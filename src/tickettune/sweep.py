@@ -170,6 +170,9 @@ class Sweep:
                  allow_leakage: bool = False) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("tickettune sweep runs one process per worker; start several sweep workers instead of torchrun")
+        if base.stage == "head":
+            raise UserError("sweep searches the encoder stage's knobs (lr, epochs, LoRA rank, loss, schedule), and the "
+                            "base recipe trains a head; pass --preset recommended-lora or --set stage=encoder")
         optuna = _optuna()
         self.pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
         if not allow_leakage:

@@ -172,6 +172,13 @@ def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list
     return trainer
 
 
+def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False) -> None:
+    """Refuse options that mean nothing for the head stage, before any data is read."""
+    if config.stage == "head" and (resume or merge or phases != "keep" or pruned):
+        raise UserError("--resume, --merge, --phases and pruning are for the encoder stage; the head stage "
+                        "(stage: head) trains in seconds from cached vectors and saves a standalone model")
+
+
 def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
           resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
           show_progress: bool = True,
@@ -200,9 +207,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     if config.stage == "head":
         from .head_training import train_head
 
-        if resume or merge or phases != "keep" or on_evaluate is not None:
-            raise UserError("--resume, --merge, --phases and pruning are for the encoder stage; the head stage "
-                            "(stage: head) trains in seconds from cached vectors and saves a standalone model")
+        check_stage_options(config, resume=resume, merge=merge, phases=phases, pruned=on_evaluate is not None)
         return train_head(config, pairs, out, overwrite=overwrite, allow_leakage=allow_leakage,
                           show_progress=show_progress)
     transformers.utils.logging.disable_progress_bar()
@@ -345,6 +350,7 @@ def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path |
                             budget_minutes=budget_minutes, tickets=tickets is not None or has_train_tickets(pairs))
     if not config.output_dir:
         raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
+    check_stage_options(config, resume=resume, merge=merge, phases=phases)
     out = Path(config.output_dir)
     if tickets is None:
         data = replace(load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file),

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import leakage
-from .config import GROUP_LOSSES, PHASE_MODES, PHASES, TrainConfig
+from .config import PHASE_MODES, PHASES, TrainConfig, trains_on_tickets
 from .errors import UserError
 from .evaluate import TestSets
 from .pairs_io import pair_file, read_pair_dir_extras, read_pairs
@@ -97,7 +97,7 @@ def pairs_from_tickets(path: str | Path, group_by: str | None, text_columns: lis
 
     frame = read_tickets(path, text_columns, group_by, mask_pii=config.mask_pii)
     options = PairOptions(seed=config.seed, model=config.model_name,
-                          difficulty="tfidf" if config.loss in GROUP_LOSSES else "model")
+                          difficulty="tfidf" if trains_on_tickets(config) else "model")
     pairset = build_pairs(frame, options)
     return from_pairset(pairset, str(path)), pairset
 

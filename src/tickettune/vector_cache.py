@@ -143,5 +143,5 @@ class CachedEncoder:
             found = [fresh[t] if v is None else v for t, v in zip(texts, found)]
         self.encoded += len(missing)
         self.reused += len(set(texts)) - len(missing)
-        dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        dim = int(self.model.get_embedding_dimension() or 0)
         return np.stack(found).astype(np.float32) if found else np.zeros((0, dim), np.float32)
