@@ -136,7 +136,10 @@ def dataset_pairs(name: str, seed: int) -> TrainingPairs:
 def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, seed: int, work: Path, sts_test,
                extra: tuple[str, ...] = ()) -> dict:
     config = resolve_config(recipe.preset, sets=list(recipe.sets) + list(extra) + [f"seed={seed}"], model_name=model_name)
-    updates = {"save_steps": None, "max_seq_length": min(config.max_seq_length, MAX_SEQ)}
+    # Encoder recipes read MAX_SEQ tokens (a LoRA step's cost grows with them); a head recipe encodes each ticket once
+    # (cached) and keeps the model's own length, as a user's run would.
+    updates = {"save_steps": None} if recipe.kind == "head" else \
+        {"save_steps": None, "max_seq_length": min(config.max_seq_length, MAX_SEQ)}
     sts = pairs.source == "STS Benchmark"
     if sts:  # one phase: STSb has no ticket groups to grade difficulty by
         updates["phase_epochs"] = [config.phase_epochs[0]]

@@ -175,3 +175,61 @@ def test_saved_head_loads_in_plain_sentence_transformers(tiny_model, tmp_path):
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
     assert np.min(np.sum(got * expected, axis=1)) > 0.9999
     assert not np.allclose(got, base.encode(texts, normalize_embeddings=True), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory):
+    from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
+    from tickettune.sample import generate_sample
+    from tickettune.tickets import read_tickets
+
+    folder = tmp_path_factory.mktemp("head-sample")
+    generate_sample(600, 0).to_csv(folder / "sample.csv", index=False)
+    # A probe of "bug reports" the sample never contains: 20 filed duplicate pairs among 300 reports.
+    rows = [f"{i},viewer crash {i % 20} when opening a type {i % 20} file in build {i},{i % 20 if i < 40 else i}"
+            for i in range(300)]
+    (folder / "probe.csv").write_text("id,text,problem_id\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    tickets = read_tickets(folder / "sample.csv", group_by="problem_id")
+    pairset = build_pairs(tickets, PairOptions(difficulty="tfidf", pairs_per_phase=40, eval_pairs=40, test_pairs=60,
+                                               split_by="ticket"))
+    return write_pair_dir(pairset, folder / "pairs"), folder / "probe.csv"
+
+
+def test_head_stage_end_to_end(tiny_model, sample_dir, tmp_path):
+    from dataclasses import replace
+
+    from sentence_transformers import SentenceTransformer
+
+    from tickettune.config import resolve_config
+    from tickettune.probes import read_probes
+    from tickettune.train import train
+    from tickettune.training_data import load_pairs
+
+    pairs_dir, probe = sample_dir
+    config = resolve_config("recommended", sets=["head_epochs=3", "max_seq_length=64", "eval_tickets=60", "retrieval_queries=40",
+                                                 "bootstrap_resamples=100", "threshold_cv_folds=3",
+                                                 f"vector_cache={tmp_path / 'vectors'}"], model_name=str(tiny_model))
+    assert config.stage == "head"
+    pairs = replace(load_pairs(pairs_dir), probes=read_probes([probe]))
+    result = train(config, pairs, tmp_path / "run", show_progress=False)
+    assert list(result.metrics) == ["retrieval", "probe:probe", "representative", "hard"]
+    probe_result = result.metrics["probe:probe"]
+    assert len(probe_result["change"]["accuracy@10_ci95"]) == 2 and probe_result["model"]["n_corpus"] == 300
+    log = result.log
+    train_tickets = len(pairs.tickets["train"])
+    assert log["stage"] == "head" and log["label_kind"] == "problem"
+    assert log["budget"]["train_tickets"] == train_tickets and log["vectors"]["encoded"] > train_tickets
+    assert [e["step"] for e in log["evals"]] == [0, 1, 2, 3]
+    assert log["eval_metric"] == "mrr@10"  # problem links: is a duplicate first?
+    assert log["best"]["value"] == max(e["mrr@10"] for e in log["evals"])
+    # The saved model is the encoder plus the head, and plain sentence-transformers gives the judged vectors.
+    loaded = SentenceTransformer(str(tmp_path / "run" / "model"), device="cpu")
+    assert [type(m).__name__ for m in loaded][-2:] == ["Dense", "Normalize"]
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert report.index("Retrieval on held-out tickets") < report.index("Same-problem probe: probe") \
+        < report.index("Hard pairs (stress test)")
+    assert "train tickets" in (tmp_path / "run" / "model" / "README.md").read_text()
+    # A second run encodes nothing: every vector comes from the cache.
+    again = train(config, pairs, tmp_path / "run2", show_progress=False)
+    assert again.log["vectors"]["encoded"] == 0 and again.log["vectors"]["from_cache"] > train_tickets
+    assert again.metrics["retrieval"]["model"] == result.metrics["retrieval"]["model"]

@@ -68,14 +68,17 @@ class TrainConfig(BaseModel):
     label_kind: Literal[LABEL_KINDS] = Field("auto", description="head stage: groups are coarse (topic, category: "
                                              "evidence of difference only) or problem links (problem_id, duplicates: "
                                              "evidence of sameness); auto: problem for 30+ small groups")
-    head_epochs: int = Field(10, ge=1, le=1000, description="head stage: epochs over the train tickets' vectors")
+    head_epochs: int = Field(20, ge=1, le=1000, description="head stage: epochs over the train tickets' vectors")
     head_lr: float = Field(1e-3, gt=0, le=1, description="head stage: Adam learning rate")
-    head_batch_size: int = Field(512, ge=8, le=65536, description="head stage: tickets per step")
-    head_margin: float = Field(0.3, ge=-1, le=1, description="head stage, coarse labels: cosine below which tickets "
+    head_batch_size: int = Field(256, ge=8, le=65536, description="head stage: tickets per step")
+    head_margin: float = Field(0.1, ge=-1, le=1, description="head stage, coarse labels: cosine below which tickets "
                                                               "of different groups are pushed")
     head_keep_weight: float = Field(1.0, ge=0, le=100, description="head stage: weight of keeping the untuned "
                                                                     "encoder's cosines where the labels say nothing")
-    head_temperature: float = Field(0.05, gt=0, le=1, description="head stage, problem links: InfoNCE temperature")
+    head_temperature: float = Field(0.1, gt=0, le=1, description="head stage, problem links: InfoNCE temperature")
+    head_eval_metric: Literal[("auto",) + PAIR_EVAL_METRICS + RETRIEVAL_EVAL_METRICS] = Field(
+        "auto", description="head stage: eval metric that keeps the best epoch and update scale; auto: mrr@10 for "
+                            "problem links (a duplicate first), precision@10 for coarse groups")
     budget_minutes: Optional[float] = Field(None, gt=0, le=100000, description="head stage: minutes the run may take "
                                             "on this machine (measured throughput -> train tickets and epochs); "
                                             "15 when unset")
@@ -164,8 +167,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "lora_alpha": 64, "lora_dropout": 0.05, "max_seq_length": 256, "eval_subset": None},
     "hard-focus": {**_V2, "phase_epochs": [2, 3, 10], "lr": 4e-5, "warmup_steps": 300, "eval_subset": None},
     "recommended": dict(
-        stage="head", label_kind="auto", head_epochs=10, head_lr=1e-3, head_batch_size=512, head_margin=0.3,
-        head_keep_weight=1.0, head_temperature=0.05, max_seq_length=256, eval_metric="precision@10", eval_tickets=2000,
+        stage="head", label_kind="auto", head_epochs=20, head_lr=1e-3, head_batch_size=256, head_margin=0.1,
+        head_keep_weight=1.0, head_temperature=0.1, head_eval_metric="auto", max_seq_length=256, eval_tickets=2000,
         retrieval_queries=1000, update_scales=[0.25, 0.5, 0.75, 1.0],
     ),
     "recommended-lora": dict(

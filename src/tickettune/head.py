@@ -45,6 +45,14 @@ MAX_PROBLEM_GROUP_SHARE = 0.05  # a problem holds at most this share of the tick
 PER_GROUP = 4  # tickets of each problem in a P x K batch
 
 
+def head_eval_metric(requested: str, kind: str) -> str:
+    """The eval metric that picks the head's epoch and scale: as requested, or for `auto` MRR@10 with problem links
+    (groups of two or three make precision@10 a coarse, noisy count) and precision@10 with coarse groups."""
+    if requested != "auto":
+        return requested
+    return "mrr@10" if kind == "problem" else "precision@10"
+
+
 def label_kind(groups: Sequence[object], requested: str = "auto") -> str:
     """`coarse` or `problem`: what the groups are evidence of. `auto` calls them problems when there are
     MIN_PROBLEM_GROUPS or more groups of two or more tickets and the median such group is small."""
@@ -62,9 +70,9 @@ class HeadObjective:
     """What the head learns from the labels (see the module docstring): `kind` coarse or problem."""
 
     kind: str = "coarse"
-    margin: float = 0.3
+    margin: float = 0.1
     keep_weight: float = 1.0
-    temperature: float = 0.05
+    temperature: float = 0.1
 
     def loss(self, tuned: torch.Tensor, untuned: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of one batch: `tuned` and `untuned` unit rows of the same tickets, `labels` their group codes."""
@@ -141,8 +149,8 @@ def _batches(codes: np.ndarray, kind: str, size: int, rng: np.random.Generator) 
     return out
 
 
-def fit_head(vectors: np.ndarray, groups: Sequence[object], objective: HeadObjective, *, epochs: int = 10,
-             lr: float = 1e-3, batch_size: int = 512, seed: int = 0,
+def fit_head(vectors: np.ndarray, groups: Sequence[object], objective: HeadObjective, *, epochs: int = 20,
+             lr: float = 1e-3, batch_size: int = 256, seed: int = 0,
              score: Callable[[LinearHead], float] | None = None,
              on_epoch: Callable[[int, float, float | None], None] | None = None) -> tuple[LinearHead, list[dict]]:
     """Train a LinearHead on unit `vectors` (one row per ticket) and their `groups`; returns the kept head and a

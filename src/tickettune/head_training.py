@@ -29,7 +29,7 @@ from .budget import BudgetPlan, Throughput, budget_seconds, plan_head_budget
 from .config import TrainConfig
 from .errors import UserError, check_output_dir
 from .evaluate import compute_metrics, judge
-from .head import HeadObjective, LinearHead, fit_head, label_kind
+from .head import HeadObjective, LinearHead, fit_head, head_eval_metric, label_kind
 from .report import fmt
 from .retrieval import RETRIEVAL_KEYS, corpus_metrics, query_rows
 from .run_outputs import RunOutputs, TrainResult, scored_sets, write_run
@@ -107,8 +107,8 @@ class EvalScore:
     """score(head) -> the eval value of `metric` through the head: retrieval over the eval tickets (RETRIEVAL_KEYS)
     or a pair metric over the eval pairs. Vectors of both are read once."""
 
-    def __init__(self, encoder: CachedEncoder, pairs: TrainingPairs, config: TrainConfig) -> None:
-        self.metric = config.eval_metric
+    def __init__(self, encoder: CachedEncoder, pairs: TrainingPairs, config: TrainConfig, metric: str) -> None:
+        self.metric = metric
         if self.metric in RETRIEVAL_KEYS:
             tickets = pairs.tickets.get("eval")
             if tickets is None:
@@ -173,19 +173,19 @@ def check_saved(folder: Path, expected: np.ndarray, texts: list[str]) -> None:
                            "nothing was written")
 
 
-def _log(fit_log: list[dict], plan: BudgetPlan, config: TrainConfig, kind: str, seconds: float, encoder: CachedEncoder,
-         rate: float) -> dict:
+def _log(fit_log: list[dict], plan: BudgetPlan, metric: str, kind: str, seconds: float, encoder: CachedEncoder,
+         rate: float, lr: float) -> dict:
     """The training log in the shape train.py's runs write (one 'step' per head epoch), plus what the budget bought."""
     scored = [e for e in fit_log if e["score"] is not None]
     best = max(scored, key=lambda e: (e["score"], -e["epoch"])) if scored else fit_log[-1]
     return {
         "phases": [{"name": "head", "start_step": 0, "end_step": plan.epochs, "epochs": plan.epochs,
                     "pairs": plan.train_tickets}],
-        "total_steps": plan.epochs, "eval_metric": config.eval_metric,
+        "total_steps": plan.epochs, "eval_metric": metric,
         "best": {"step": best["epoch"], "value": best["score"]}, "skipped_pairs": 0,
-        "steps": [{"step": e["epoch"], "phase": "head", "loss": e["loss"], "learning_rate": config.head_lr}
+        "steps": [{"step": e["epoch"], "phase": "head", "loss": e["loss"], "learning_rate": lr}
                   for e in fit_log if e["loss"] is not None],
-        "evals": [{"step": e["epoch"], "phase": "head" if e["epoch"] else "start", config.eval_metric: e["score"]}
+        "evals": [{"step": e["epoch"], "phase": "head" if e["epoch"] else "start", metric: e["score"]}
                   for e in scored],
         "train_seconds": round(seconds, 2), "pairs_per_second": round(plan.train_tickets * plan.epochs / max(seconds, 1e-9), 2),
         "restored": "best", "world_size": 1, "stopped_at_step": None,
@@ -207,7 +207,7 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
         >>> result.log["budget"]["described"]                                           # doctest: +SKIP
         'budget 15 min: all 1,400 train tickets, 10 head epochs; predicted 0.4 min ...'
     """
-    from .models import load_model
+    from .models import check_positions, load_model
 
     out = Path(out)
     check_output_dir(out, overwrite)
@@ -219,6 +219,7 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
         check_leakage(pairs)
     started = time.perf_counter()
     base = load_model(config.model_name, config.max_seq_length)
+    check_positions(base, config.max_seq_length, config.model_name)
     encoder = CachedEncoder.for_model(base, config.model_name, config.vector_cache)
     sets = pairs.test_sets()
     train_tickets = pairs.tickets["train"]
@@ -228,7 +229,8 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
         say(f"{plan.describe()} (measured: {throughput.encode_per_second:,.0f} texts/s encoding)")
     chosen = _prefer_cached(train_tickets, encoder, plan.train_tickets, config.seed)
     kind = label_kind(chosen["group"], config.label_kind)
-    score = EvalScore(encoder, pairs, config)
+    metric = head_eval_metric(config.head_eval_metric, kind)
+    score = EvalScore(encoder, pairs, config, metric)
     vectors = encoder.encode(list(chosen["text"]), show_progress_bar=show)
     objective = HeadObjective(kind=kind, margin=config.head_margin, keep_weight=config.head_keep_weight,
                               temperature=config.head_temperature)
@@ -240,12 +242,13 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
     head, fit_log = fit_head(vectors, list(chosen["group"]), objective, epochs=plan.epochs, lr=config.head_lr,
                              batch_size=config.head_batch_size, seed=config.seed, score=score,
                              on_epoch=(lambda e, loss, value: say(f"head epoch {e}: loss {loss:.4f}, eval "
-                                                                  f"{config.eval_metric} {fmt(value)}")) if show else None)
-    log = _log(fit_log, plan, config, kind, time.perf_counter() - fit_started, encoder, throughput.encode_per_second)
+                                                                  f"{metric} {fmt(value)}")) if show else None)
+    log = _log(fit_log, plan, metric, kind, time.perf_counter() - fit_started, encoder, throughput.encode_per_second,
+               config.head_lr)
     if log["best"]["step"] == 0:
         log["update_scale"] = None
         if show:
-            say(f"note: no head epoch beat the untuned encoder on eval {config.eval_metric}, so the saved model equals "
+            say(f"note: no head epoch beat the untuned encoder on eval {metric}, so the saved model equals "
                 "it; the labels here did not teach the head anything the eval set rewards")
     else:
         head, log["update_scale"] = choose_scale(head, score, config.update_scales, log["best"]["value"], show)
@@ -287,8 +290,9 @@ def _prefer_cached(tickets: pd.DataFrame, encoder: CachedEncoder, count: int, se
 def estimate_head(config: TrainConfig, pairs: TrainingPairs) -> tuple[Throughput, BudgetPlan]:
     """What `estimate` reports for the head stage: the measured throughput and the budget's plan (the texts timed
     stay cached, so the run that follows does not encode them again)."""
-    from .models import load_model
+    from .models import check_positions, load_model
 
     require_tickets(pairs)
     base = load_model(config.model_name, config.max_seq_length)
+    check_positions(base, config.max_seq_length, config.model_name)
     return plan_run(config, pairs, CachedEncoder.for_model(base, config.model_name, config.vector_cache))

@@ -56,7 +56,7 @@ def card_section(config: TrainConfig, log: dict[str, Any], metrics: dict[str, An
                   f"batch {config.head_batch_size}, max_seq_length {config.max_seq_length}, seed {config.seed}",
                   f"- **Budget:** {log['budget']['described']}"]
         lines += [f"- **Tickets:** `{source}`"] if source else []
-        lines += [f"- **Kept:** head epoch {best['step']} (eval {config.eval_metric} {fmt(best['value'])})"
+        lines += [f"- **Kept:** head epoch {best['step']} (eval {log['eval_metric']} {fmt(best['value'])})"
                   + (f", update scale {log['update_scale']['chosen']:g}" if log.get("update_scale") else "")]
     else:
         method = (f"LoRA r={config.lora_r}, alpha={config.lora_alpha:g}, dropout={config.lora_dropout:g}"
@@ -116,7 +116,7 @@ def write_run(run: RunOutputs, save_model: Callable[[Path], None], out: Path, ov
                    "training time": f"{log['train_seconds']:.0f} s ({log['pairs_per_second']:.1f} examples/s)",
                    **run.details}
         if log.get("update_scale"):
-            details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {config.eval_metric})"
+            details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {log['eval_metric']})"
         write_report(folder, training_report(run.metrics, log, run.sets.pairs[headline], run.scores[headline],
                                              run.trained, f"tickettune: {Path(config.model_name).name} fine-tuned vs "
                                              "untuned", details))

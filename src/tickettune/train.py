@@ -45,7 +45,7 @@ from .evaluate import judge
 from .groups import HARD_SHARE, GroupPool, plan_group_batches
 from .jsonio import write_json
 from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, build_loss, loss_columns
-from .models import add_lora, parameter_counts
+from .models import add_lora, check_positions, parameter_counts
 from .report import fmt
 from .run_outputs import RunOutputs, TrainResult, scored_sets, write_run
 from .schedule import Plan, plan_batches, plan_scheduler
@@ -139,10 +139,7 @@ def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str, world_si
     from .models import load_model
 
     model = load_model(config.model_name, config.max_seq_length)
-    positions = getattr(model.transformers_model.config, "max_position_embeddings", None)
-    if positions is not None and config.max_seq_length > positions:
-        raise UserError(f"max_seq_length {config.max_seq_length} exceeds the {positions} positions of {config.model_name}; "
-                        f"set --set max_seq_length={positions} or lower")
+    check_positions(model, config.max_seq_length, config.model_name)
     evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
                               config.eval_metric, config.threshold_cv_folds, config.seed, _eval_tickets(pairs, config),
                               config.retrieval_queries)
