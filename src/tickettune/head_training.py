@@ -35,7 +35,7 @@ from .retrieval import RETRIEVAL_KEYS, corpus_metrics, query_rows
 from .run_outputs import RunOutputs, TrainResult, scored_sets, write_run
 from .similarity import pair_cosines
 from .trainer import say
-from .training_data import TrainingPairs, check_leakage, load_pairs
+from .training_data import TrainingPairs, check_leakage, eval_tickets, load_pairs
 from .vector_cache import CachedEncoder
 
 RATE_SAMPLE = 256  # texts whose encoding time measures this machine's speed (they are encoded anyway)
@@ -52,12 +52,6 @@ class HeadEncoder:
 
     def encode(self, texts, **kwargs) -> np.ndarray:
         return self.head.apply(self.encoder.encode(texts, **kwargs))
-
-
-def _sample(tickets: pd.DataFrame, count: int, seed: int) -> pd.DataFrame:
-    if count >= len(tickets):
-        return tickets
-    return tickets.iloc[np.sort(np.random.default_rng(seed).choice(len(tickets), count, replace=False))]
 
 
 def measure_throughput(encoder: CachedEncoder, texts: list[str], train_vectors: int = 4096) -> Throughput:
@@ -93,8 +87,11 @@ def plan_run(config: TrainConfig, pairs: TrainingPairs, encoder: CachedEncoder) 
     """Steps 1-2: this machine's throughput, measured on texts the run must encode anyway, and the budget's plan."""
     require_tickets(pairs)
     train_texts = list(pairs.tickets["train"]["text"])
-    held_out = sorted(set(pairs.test_sets().texts()) | set(pairs.eval["text1"]) | set(pairs.eval["text2"])
-                      | set(pairs.tickets["eval"]["text"] if "eval" in pairs.tickets else []))
+    # What the run encodes besides train tickets: the judged sets, and the eval tickets (or, without them, the eval
+    # pairs) that score each epoch. The eval pairs' texts are drawn from the eval tickets.
+    tickets = eval_tickets(pairs, config)
+    evaluated = tickets["text"] if tickets is not None else [*pairs.eval["text1"], *pairs.eval["text2"]]
+    held_out = sorted(set(pairs.test_sets().texts()) | set(evaluated))
     throughput = measure_throughput(encoder, held_out + train_texts)
     plan = plan_head_budget(budget_seconds=budget_seconds(config.budget_minutes), train_tickets=len(train_texts),
                             train_cached=sum(v is not None for v in encoder.cache.lookup(train_texts)),
@@ -110,11 +107,10 @@ class EvalScore:
     def __init__(self, encoder: CachedEncoder, pairs: TrainingPairs, config: TrainConfig, metric: str) -> None:
         self.metric = metric
         if self.metric in RETRIEVAL_KEYS:
-            tickets = pairs.tickets.get("eval")
+            tickets = eval_tickets(pairs, config)
             if tickets is None:
                 raise UserError(f"eval_metric {self.metric} searches the eval tickets, and there are none; build the "
                                 "pairs with `tickettune pairs` or train with --tickets FILE --group-by COLUMN")
-            tickets = _sample(tickets, config.eval_tickets or len(tickets), config.seed)
             self.groups = list(tickets["group"])
             self.queries = query_rows(self.groups, config.retrieval_queries, config.seed)
             if not len(self.queries):

@@ -51,7 +51,7 @@ from .run_outputs import RunOutputs, TrainResult, scored_sets, write_run
 from .schedule import Plan, plan_batches, plan_scheduler
 from .trainer import (BestModel, CurriculumTrainer, PairEvaluator, PhaseCallback, StopCallback, UpdateScaler,
                       choose_update_scale, say, training_arguments, training_dataset, training_log)
-from .training_data import TrainingPairs, assign_phases, check_leakage, load_pairs, phase_epochs
+from .training_data import TrainingPairs, assign_phases, check_leakage, eval_tickets, load_pairs, phase_epochs
 
 def guide_model(config: TrainConfig):
     """group_gist's guide: the untuned model, which decides which in-batch negatives are too close to count."""
@@ -106,14 +106,6 @@ class PreparedRun:
     plan: Plan
 
 
-def _eval_tickets(pairs: TrainingPairs, config: TrainConfig) -> pd.DataFrame | None:
-    tickets = pairs.tickets.get("eval")
-    if tickets is None or config.eval_tickets is None or config.eval_tickets >= len(tickets):
-        return tickets
-    rows = np.random.default_rng(config.seed).choice(len(tickets), config.eval_tickets, replace=False)
-    return tickets.iloc[np.sort(rows)]
-
-
 def _group_rows(config: TrainConfig, pairs: TrainingPairs, model, world_size: int) -> tuple[pd.DataFrame, list[str], Plan]:
     """Group losses: the planned batches of train tickets (groups.py) as rows in batch order."""
     if "train" not in pairs.tickets:
@@ -141,7 +133,7 @@ def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str, world_si
     model = load_model(config.model_name, config.max_seq_length)
     check_positions(model, config.max_seq_length, config.model_name)
     evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
-                              config.eval_metric, config.threshold_cv_folds, config.seed, _eval_tickets(pairs, config),
+                              config.eval_metric, config.threshold_cv_folds, config.seed, eval_tickets(pairs, config),
                               config.retrieval_queries)
     evaluator.check()
     if config.loss in GROUP_LOSSES:

@@ -64,6 +64,15 @@ class TrainingPairs:
                        probes={k: mask_pair_texts(v) for k, v in self.probes.items()})
 
 
+def eval_tickets(pairs: TrainingPairs, config: TrainConfig) -> pd.DataFrame | None:
+    """The eval tickets each epoch searches: a seeded sample of config.eval_tickets (all when unset), or None."""
+    tickets = pairs.tickets.get("eval")
+    if tickets is None or config.eval_tickets is None or config.eval_tickets >= len(tickets):
+        return tickets
+    return tickets.iloc[np.sort(np.random.default_rng(config.seed).choice(len(tickets), config.eval_tickets,
+                                                                          replace=False))]
+
+
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
                eval_file: str | Path | None = None, test_file: str | Path | None = None) -> TrainingPairs:
     """A directory made by `tickettune pairs`, or three pair files in any format pairs_io reads."""
