@@ -50,7 +50,7 @@ class Throughput:
     head_seconds_per_ticket_epoch: float  # seconds of head training per ticket and epoch
 
     def __post_init__(self) -> None:
-        if not self.encode_per_second > 0 or self.head_seconds_per_ticket_epoch < 0:
+        if not self.encode_per_second > 0 or self.head_seconds_per_ticket_epoch < 0:  # inf: nothing left to encode
             raise ValueError("throughputs must be positive")
 
 

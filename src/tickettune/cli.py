@@ -395,6 +395,15 @@ def demo(
     started = time.perf_counter()
     result = run_demo(config, out, overwrite, seed=seed, say=console.print)
     _print_results(result.metrics, about=": untuned vs fine-tuned")
+    search = result.metrics.get("retrieval")
+    if search is not None:
+        from .report import fmt_ci
+
+        console.print(f"same-problem check: {search['model']['n_queries']} held-out incidents each searched "
+                      f"{search['model']['n_corpus']} held-out incidents for the other incidents of its problem "
+                      f"(problem_id); MRR@10 {search['baseline']['mrr@10']:.3f} -> {search['model']['mrr@10']:.3f} "
+                      f"{fmt_ci(search, 'mrr@10')}, precision@10 {search['baseline']['precision@10']:.3f} -> "
+                      f"{search['model']['precision@10']:.3f} {fmt_ci(search, 'precision@10')}")
     console.print(f"done in {(time.perf_counter() - started) / 60:.1f} min; open {out / 'report.html'}")
 
 
@@ -417,12 +426,11 @@ def estimate(
     config = resolve_config(preset, None, sets, tickets=has_train_tickets(pairs), model_name=model)
     data = load_pairs(pairs)
     if config.stage == "head":
-        from .head_training import estimate_head
+        from .head_training import describe_rate, estimate_head
 
         with console.status(f"timing {config.model_name}'s encoding on this machine"):
             throughput, plan = estimate_head(config, data)
-        console.print(f"head stage, {config.model_name}: encodes {throughput.encode_per_second:,.0f} texts/s here; "
-                      f"{plan.describe()}")
+        console.print(f"head stage, {config.model_name} ({describe_rate(throughput)}): {plan.describe()}")
         return
     with console.status(f"timing {steps} training steps of {config.model_name}"):
         result = estimate_run(config, data, steps, phases)

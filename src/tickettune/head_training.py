@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -74,13 +75,18 @@ def measure_throughput(encoder: CachedEncoder, texts: list[str], train_vectors: 
     start = time.perf_counter()
     fit_head(fake, rng.integers(0, 8, train_vectors), HeadObjective(), epochs=1, batch_size=512)
     head = (time.perf_counter() - start) / train_vectors
-    return Throughput(encode_per_second=rate if np.isfinite(rate) else 1e9, head_seconds_per_ticket_epoch=head)
+    return Throughput(encode_per_second=rate, head_seconds_per_ticket_epoch=head)  # inf: everything was cached
 
 
 def require_tickets(pairs: TrainingPairs) -> None:
     if "train" not in pairs.tickets:
         raise UserError(f"the head stage trains on tickets and their groups, and {pairs.source or 'the pairs'} has none; "
                         "build the pairs with `tickettune pairs` or train with --tickets FILE --group-by COLUMN")
+
+
+def describe_rate(throughput: Throughput) -> str:
+    rate = throughput.encode_per_second
+    return "every vector cached: nothing to encode" if math.isinf(rate) else f"measured here: {rate:,.0f} texts/s encoding"
 
 
 def plan_run(config: TrainConfig, pairs: TrainingPairs, encoder: CachedEncoder) -> tuple[Throughput, BudgetPlan]:
@@ -190,7 +196,8 @@ def _log(fit_log: list[dict], plan: BudgetPlan, metric: str, kind: str, seconds:
                    "available_tickets": plan.available, "epochs": plan.epochs,
                    "predicted_seconds": round(plan.predicted_seconds, 1), "notes": plan.notes,
                    "described": plan.describe()},
-        "vectors": {"encoded": encoder.encoded, "from_cache": encoder.reused, "encode_per_second": round(rate, 1)},
+        "vectors": {"encoded": encoder.encoded, "from_cache": encoder.reused,
+                    "encode_per_second": None if math.isinf(rate) else round(rate, 1)},
     }
 
 
@@ -222,7 +229,7 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
     throughput, plan = plan_run(config, pairs, encoder)
     show = show_progress
     if show:
-        say(f"{plan.describe()} (measured: {throughput.encode_per_second:,.0f} texts/s encoding)")
+        say(f"{plan.describe()} ({describe_rate(throughput)})")
     chosen = _prefer_cached(train_tickets, encoder, plan.train_tickets, config.seed)
     kind = label_kind(chosen["group"], config.label_kind)
     metric = head_eval_metric(config.head_eval_metric, kind)
