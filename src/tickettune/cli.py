@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -192,6 +193,46 @@ def serve(
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
                              threads=threads, index=index)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
+
+
+@app.command()
+def pull(
+    instance: str = typer.Option(..., "--instance", envvar="SERVICENOW_INSTANCE", show_envvar=True,
+                                 help="instance URL, e.g. https://acme.service-now.com"),
+    out: Path = typer.Option(..., "--out", "-o", help="ticket file to write (Table API JSON, with the pull's mark)"),
+    table: str = typer.Option("incident", help="table to read"),
+    query: str = typer.Option("", help="encoded query, e.g. 'active=true^assignment_group.name=Network' (copy it "
+                                       "from a list view: right-click the breadcrumb > Copy query)"),
+    fields: Optional[str] = typer.Option(None, help="comma-separated fields to read (default: number, texts, group, "
+                                                    "state, problem and resolution fields)"),
+    since_last: bool = typer.Option(False, help="read only what changed since FILE's pull and merge it in"),
+    page_size: int = typer.Option(1000, help="records per request (the Table API allows up to 10,000)"),
+) -> None:
+    """Read incidents from a ServiceNow instance (credentials from SERVICENOW_* variables; see the README)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .pull import Source, pull as run_pull
+    from .servicenow import Credentials, TableClient
+
+    wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    source = Source(instance=instance, table=table, query=query, fields=wanted, page_size=page_size)
+    terminal = err_console.is_terminal
+    said = [0.0]
+    with TableClient(instance, Credentials.from_environment()) as client, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=err_console, transient=True, disable=not terminal) as progress:
+        task = progress.add_task(f"reading {table}", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total if total >= 0 else None)
+            if not terminal and time.monotonic() - said[0] > 10:  # a log gets a line now and then instead of a bar
+                said[0] = time.monotonic()
+                err_console.print(f"reading {table}: {done} of {total if total >= 0 else '?'} records", markup=False)
+
+        summary = run_pull(client, source, out, since_last=since_last, progress=update)
+    console.print(f"{out}: {summary.records} records ({summary.changed} new or changed, {summary.removed} removed; "
+                  f"{summary.received} received in {summary.requests} requests, {summary.retries} retried) "
+                  f"in {summary.seconds:.1f} s", markup=False, soft_wrap=True)
 
 
 @app.command()
