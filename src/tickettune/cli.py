@@ -170,8 +170,13 @@ def serve(
                                         help="require 'Authorization: Bearer TOKEN' on every endpoint but /health"),
     threshold: Optional[float] = typer.Option(None, help="mark scores at or above this as duplicates (default: "
                                                            "model.threshold in metrics.json beside the model folder)"),
-    store: Optional[Path] = typer.Option(None, help="folder keeping the tickets added through POST /tickets "
-                                                     "(default: FILE.added beside the ticket file)"),
+    store: Optional[str] = typer.Option(None, help="where tickets added or synced are kept: a folder (SQLite file "
+                                                    "store.sqlite inside), a .sqlite file, or postgresql://USER@HOST/DB "
+                                                    "(default: the folder FILE.added beside the ticket file)"),
+    sync_from: Optional[str] = typer.Option(None, help="keep the tickets in step with this ServiceNow instance (URL, "
+                                                        "or a Table API URL with sysparm_query); credentials from "
+                                                        "SERVICENOW_* variables"),
+    every: str = typer.Option("5m", help="with --sync-from: how often to read the instance's changes (30s, 5m, 1h)"),
     cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
     text_column: Optional[str] = typer.Option(None, help="column holding the ticket text (default: the reader's choice)"),
     group_column: Optional[str] = typer.Option(None, help="column returned as a result's group (default: assignment_group)"),
@@ -181,17 +186,20 @@ def serve(
     index: str = typer.Option("auto", help="exact (every ticket scanned), ivf (FAISS: a search in about a millisecond, "
                                            "built once into the cache) or auto (exact up to 200,000 tickets)"),
 ) -> None:
-    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
+    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, /sync, GET /health, a page at /, docs at /docs."""
     import importlib.util
 
-    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")):
-        raise UserError("tickettune serve needs fastapi and uvicorn, which are not installed; pip install 'tickettune[serve]'")
+    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn", "sqlalchemy")):
+        raise UserError("tickettune serve needs fastapi, uvicorn and sqlalchemy, which are not all installed; "
+                        "pip install 'tickettune[serve]'")
     from .serve import ServeSettings, run_server
 
-    settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
+    from .sync import parse_every
+
+    settings = ServeSettings(model=model, tickets=str(tickets), store=store or f"{tickets}.added",
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
-                             threads=threads, index=index)
+                             threads=threads, index=index, sync_from=sync_from, sync_every=parse_every(every))
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
 
 
