@@ -115,17 +115,20 @@ def read_pull_file(path: Path) -> dict:
     return data
 
 
-def pull_state(path: Path) -> Optional[dict]:
-    """The `pull` part of a pull file (instance, table, query, mark), or None for any other ticket file."""
+def pull_state(path: Path) -> tuple[Optional[dict], dict[str, str]]:
+    """The `pull` part of a pull file (instance, table, query, mark) and each record's version (sys_id ->
+    sys_updated_on); (None, {}) for any other ticket file."""
     try:
         with path.open("rb") as handle:
             if handle.read(1) != b"{":
-                return None
+                return None, {}
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return None, {}
     state = data.get("pull") if isinstance(data, dict) else None
-    return state if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not isinstance(data.get("result"), list):
+        return None, {}
+    return state, {raw(r.get("sys_id")): raw(r.get("sys_updated_on")) for r in data["result"] if isinstance(r, dict)}
 
 
 def write_atomically(path: Path, data: dict) -> None:

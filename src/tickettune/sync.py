@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import UserError
 from .pull import Source, fetch_changes, pull_state
-from .servicenow import Credentials, Mark, TableClient, instance_url
+from .servicenow import Credentials, Mark, TableClient, instance_url, raw
 from .store import Store
 
 log = logging.getLogger("uvicorn.error").getChild("tickettune")
@@ -93,15 +93,19 @@ class Syncer:
         self.store = store
         self.key = f"{source.instance}/api/now/table/{source.table}?{source.query}"
         self.status = SyncStatus(source=self.key, every_seconds=every)
+        # The version of each record read (sys_id -> sys_updated_on), so that re-reading the overlap before
+        # the mark (pull.OVERLAP_SECONDS) applies nothing twice; after a restart, only the file's are known.
+        self.versions: dict[str, str] = {}
         self.first_mark = self._file_mark(tickets_file)
         self._lock = asyncio.Lock()
         self._refresh_status()
 
     def _file_mark(self, path: Optional[Path]) -> Optional[Mark]:
-        state = pull_state(path) if path else None
+        state, versions = pull_state(path) if path else (None, {})
         if not state or (state.get("instance"), state.get("table"), state.get("query")) != (
                 self.source.instance, self.source.table, self.source.query):
             return None
+        self.versions = versions
         mark = state.get("mark") or {}
         if state.get("fields") and not self.source.fields:
             self.source.fields = state["fields"]
@@ -117,7 +121,7 @@ class Syncer:
         """Read the changes since the mark, and the sys_ids that match now (HTTP only; raises UserError)."""
         with TableClient(self.source.instance, self.credentials) as client:
             since = self.mark()
-            fetched = fetch_changes(client, self.source, since=since, versions={})
+            fetched = fetch_changes(client, self.source, since=since, versions=self.versions)
             present = set(client.keys(self.source.table, query=self.source.query))
         return Fetch(records=list(fetched.records.values()), mark=fetched.mark or since, present=present)
 
@@ -168,6 +172,7 @@ class Syncer:
             await asyncio.sleep(self.status.every_seconds)
 
     def succeeded(self, fetch: Fetch, changed: int, removed: int) -> None:
+        self.versions.update({raw(r.get("sys_id")): raw(r.get("sys_updated_on")) for r in fetch.records})
         mark = fetch.mark.key() if fetch.mark else None
         self.store.record_sync(self.key, mark=mark, changed=changed)
         self.status.removed = removed
