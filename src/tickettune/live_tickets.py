@@ -187,32 +187,37 @@ class LiveTickets:
         return len(live)
 
     def _records(self, records: list[dict], skip_incomplete: bool = False) -> list[dict]:
-        from .tickets import records_table
+        """Each ticket's fields (as text, as a ticket file's) and its `text`, made from the fields it has as a file
+        of its own would give it (one post may mix layouts); plain Python per ticket, pandas only per layout."""
+        from .tickets import build_text, records_table, text_columns_of
 
         table = records_table(records, "tickets", "ticket", numbers=range(len(records)))
         wanted = self.text_column or "short_description, description or text"
-        # Each ticket's text from the fields it has, as a file of its own would give it: one post may mix layouts.
-        layout = table.ne("").apply(lambda row: tuple(row.index[row]), axis=1)
-        parts = []
-        for columns, part in table.groupby(layout, sort=False):
-            try:
-                parts.append(with_text(part[list(columns)], self.text_column))
-            except UserError:
+        text_columns: dict[tuple, Optional[list[str]]] = {}
+        found: dict[str, dict] = {}
+        for i, row in zip(table.index, table.to_dict("records")):
+            fields = {c: v for c, v in row.items() if v != ""}
+            layout = tuple(fields)
+            if layout not in text_columns:
+                try:
+                    text_columns[layout] = text_columns_of(table[list(layout)], [self.text_column]
+                                                           if self.text_column else None)
+                except UserError:
+                    text_columns[layout] = None
+            if text_columns[layout] is None:
                 if skip_incomplete:
                     continue
-                raise UserError(f"tickets[{part.index[0]}]: no text in {wanted}; send the ticket text in "
-                                f"{self.text_column or 'one of them'}") from None
-        if not parts:
-            return []
-        frame = pd.concat(parts).sort_index().fillna("")
-        numbers = frame["number"].str.strip() if "number" in frame.columns else pd.Series("", index=frame.index)
-        if skip_incomplete:
-            frame, numbers = frame[numbers != ""], numbers[numbers != ""]
-        for i, number in zip(frame.index, numbers):
+                raise UserError(f"tickets[{i}]: no text in {wanted}; send the ticket text in "
+                                f"{self.text_column or 'one of them'}")
+            number = fields.get("number", "").strip()
             if not number:
+                if skip_incomplete:
+                    continue
                 raise UserError(f"tickets[{i}].number: missing or empty; every ticket needs its number")
-        # The last of a number wins, as it would in the store.
-        return frame.assign(number=numbers).drop_duplicates("number", keep="last").to_dict("records")
+            fields.update(number=number, text=build_text([fields[c] for c in text_columns[layout]]))
+            found.pop(number, None)  # the last of a number wins, as it would in the store
+            found[number] = fields
+        return list(found.values())
 
     def _vectors_for(self, records: list[dict]) -> np.ndarray:
         """A vector per record: the index's own where the ticket is live with the same text, else encoded."""

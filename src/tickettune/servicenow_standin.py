@@ -250,16 +250,20 @@ def matches(record: dict, groups, known: set[str]) -> bool:
     return any(all(any(holds(record, c, known) for c in clause) for clause in clauses) for clauses in groups)
 
 
+OPERATORS: dict[str, Callable[[str, str], bool]] = {
+    "=": lambda have, value: have == value, "!=": lambda have, value: have != value,
+    ">": lambda have, value: have > value, ">=": lambda have, value: have >= value,
+    "<": lambda have, value: have < value, "<=": lambda have, value: have <= value,
+    "LIKE": lambda have, value: value.lower() in have.lower(), "STARTSWITH": lambda have, value: have.startswith(value),
+    "IN": lambda have, value: have in value.split(","), "ISEMPTY": lambda have, value: have == "",
+    "ISNOTEMPTY": lambda have, value: have != ""}
+
+
 def holds(record: dict, condition: tuple[str, str, str], known: set[str]) -> bool:
     name, op, value = condition
     if name not in known:
         return True  # a condition on a field the table does not have is ignored, as by an instance
-    have = record.get(name, "")
-    return {"=": lambda: have == value, "!=": lambda: have != value, ">": lambda: have > value,
-            ">=": lambda: have >= value, "<": lambda: have < value, "<=": lambda: have <= value,
-            "LIKE": lambda: value.lower() in have.lower(), "STARTSWITH": lambda: have.startswith(value),
-            "IN": lambda: have in value.split(","), "ISEMPTY": lambda: have == "",
-            "ISNOTEMPTY": lambda: have != ""}[op]()
+    return OPERATORS[op](record.get(name, ""), value)
 
 
 def links(url: str, params: dict, offset: int, limit: int, total: int) -> str:

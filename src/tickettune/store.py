@@ -22,6 +22,7 @@ caller (its own lock and version check) anyway. A new table is one more function
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -124,7 +125,7 @@ def open_engine(url: str) -> Engine:
             dbapi_connection.isolation_level = None  # transactions begun below, by SQLAlchemy's "begin" event
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
@@ -336,11 +337,16 @@ class Store:
 
 def _upsert(conn: Connection, table: Table, rows: list[dict], keys: list[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE, in the connection's dialect."""
-    if conn.dialect.name == "postgresql":
+    others = tuple(c.name for c in table.columns if c.name not in keys and c.name in rows[0])
+    conn.execute(_upsert_statement(conn.dialect.name, table, tuple(keys), others), rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], others: tuple[str, ...]):
+    # Built once per shape: constructing it costs more than running it for one row.
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     statement = insert(table)
-    others = [c.name for c in table.columns if c.name not in keys and c.name in rows[0]]
-    conn.execute(statement.on_conflict_do_update(index_elements=keys,
-                                                 set_={c: statement.excluded[c] for c in others}), rows)
+    return statement.on_conflict_do_update(index_elements=list(keys), set_={c: statement.excluded[c] for c in others})
