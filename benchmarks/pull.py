@@ -145,6 +145,7 @@ def main() -> None:
         edited = rng.sample(ids, args.changes)
         for sys_id in edited:
             instance.update("incident", sys_id, short_description=f"since-last edit {rng.random():.6f}")
+        time.sleep(1.1)  # the edits come before the pull, not in its first second (which pull would read twice)
         served = instance.records_served
         start = time.perf_counter()
         with TableClient(server.url, credentials) as client:
@@ -165,6 +166,7 @@ def main() -> None:
         syncer = Syncer(Source(instance=server.url), credentials, live.store, tickets_file=out)
         for sys_id in rng.sample(ids, args.changes):
             instance.update("incident", sys_id, short_description=f"sync edit {rng.random():.6f}")
+        time.sleep(1.1)
         before = encoder.count
 
         async def submit(call):

@@ -69,8 +69,12 @@ class Fetched:
 def fetch_changes(client: TableClient, source: Source, *, since: Optional[Mark], versions: dict[str, str],
                   progress: Callable[[int, int], None] = lambda done, total: None) -> Fetched:
     """Every record of `source` changed after `since` (all when None) whose version (`sys_updated_on`) differs
-    from `versions[sys_id]`, the newest copy of each; then the tail of the read again until nothing new
-    comes (records changed while the read passed their place)."""
+    from `versions[sys_id]`, the newest copy of each.
+
+    A record changed while the read was at the same second (sys_updated_on has one-second resolution) can
+    land behind the read's position and be passed; such records are stamped at or after the second the read
+    began (the instance's Date header), so when the read got that far, what was stamped since is read again
+    (already-read versions skipped) until nothing new comes."""
     fetched = Fetched(mark=since)
     seen = dict(versions)
     start = before(since.updated_on, OVERLAP_SECONDS) if since else None
@@ -96,9 +100,10 @@ def fetch_changes(client: TableClient, source: Source, *, since: Optional[Mark],
             if fetched.mark is None or last.key() > fetched.mark.key():
                 fetched.mark = last
             progress(len(fetched.records), fetched.total)
-        if not new or fetched.mark is None:
+        began = client.read_started
+        if not new or fetched.mark is None or (began is not None and fetched.mark.updated_on < began):
             break
-        start = before(fetched.mark.updated_on, 1)
+        start = Mark(began, "") if began is not None else before(fetched.mark.updated_on, 1)
     return fetched
 
 

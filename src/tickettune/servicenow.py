@@ -19,6 +19,7 @@ live table needs is small enough to hold here:
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import os
 import random
@@ -128,6 +129,8 @@ class TableClient:
         self.requests = 0
         self.retried = 0
         self.reached = False
+        # The instance's clock (its Date header, as sys_updated_on is written) when the last read began.
+        self.read_started: Optional[str] = None
 
     def close(self) -> None:
         self.http.close()
@@ -264,6 +267,7 @@ class TableClient:
             if first:
                 total = response.headers.get("X-Total-Count", "")
                 on_total(int(total) if total.isdigit() else -1)
+                self.read_started = server_time(response)
                 first = False
             if records:
                 last = Mark.of(records[-1])
@@ -292,6 +296,15 @@ class TableClient:
             if len(records) < page_size:
                 return found
             last = raw(records[-1].get("sys_id"))
+
+
+def server_time(response: httpx.Response) -> Optional[str]:
+    """The response's Date header as `YYYY-MM-DD hh:mm:ss` UTC (sys_updated_on's form), None without one."""
+    try:
+        when = email.utils.parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return None
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if when.tzinfo else None
 
 
 def check_query(query: str) -> None:
