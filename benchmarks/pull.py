@@ -192,7 +192,7 @@ def main() -> None:
     encode_texts(loaded, texts, show_progress=False)
     rate = len(texts) / (time.perf_counter() - start)
 
-    note = (f"{args.model} (PyTorch, {torch.get_num_threads()} threads) encodes {rate:.0f} pulled texts/s here: "
+    note = (f"{args.model} (PyTorch, one torch thread) encodes {rate:.0f} pulled texts/s here: "
             f"a first sync or index of {args.records:,} incidents takes about {args.records / rate / 60:.0f} min to "
             f"encode; the service's own index of the file was opened in {open_s:.1f} s with the hash encoder. "
             f"'received' of --since-last counts the {OVERLAP_SECONDS} s re-read before the mark (pull.OVERLAP_SECONDS), "

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .search import IndexCache, VectorIndex, check_tickets, model_fingerprint, with_text
+from .search import IndexCache, VectorIndex, check_tickets, model_fingerprint
 from .store import Change, Store, digest
 
 Encoder = Callable[[list[str]], np.ndarray]
