@@ -151,6 +151,10 @@ def write_atomically(path: Path, data: dict) -> None:
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+        # The temporary file is private (0600); the result gets the old file's mode, or the umask's.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
