@@ -1,6 +1,6 @@
 """What the service's store costs a request at 100,000 tickets: adding one ticket (`LiveTickets.upsert`, the work
 behind POST /tickets), and the check for other processes' changes that precedes every batch (`refresh`), on
-SQLite (a file, WAL, synchronous=FULL) and PostgreSQL (127.0.0.1, a fresh schema; skipped when none answers).
+SQLite (a file, WAL, synchronous=NORMAL) and PostgreSQL (127.0.0.1, a fresh schema; skipped when none answers).
 
 The index is 100,000 random unit vectors (384 dimensions, as all-MiniLM-L6-v2's) under a hash encoder, so
 the figures are the store's and the index's, not the model's; the model's encoding of one ticket text is
@@ -121,7 +121,7 @@ def main() -> None:
     encode_p50, encode_p95 = percentiles(times)
     body = (f"{args.tickets:,} tickets in the served index (exact, 384-dimensional random unit vectors, hash "
             "encoder), one ticket per call, timed in-process (no HTTP). SQLite: a file in /tmp, WAL, "
-            "synchronous=FULL (each commit on disk before the answer); PostgreSQL 15 on 127.0.0.1 when reachable.\n\n"
+            "synchronous=NORMAL (store.py says why); PostgreSQL 15 on 127.0.0.1 when reachable.\n\n"
             "| operation | store | calls | p50 (ms) | p95 (ms) |\n|---|---|---:|---:|---:|\n" + "\n".join(rows) +
             f"\n\n{args.model} encodes one short ticket text in {encode_p50:.1f} ms p50 ({encode_p95:.1f} p95; one "
             "torch thread): POST /tickets costs about that plus the upsert row above, plus HTTP.\n")
