@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,6 +157,10 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4, help="each row's time is split into this many turns")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tickettune-serve-bench"),
                         help="tickets, index cache, store and server logs (the index is reused by later runs)")
+    parser.add_argument("--store", default=None, help="every server's --store (e.g. postgresql://USER@HOST/DB; "
+                                                      "default: a new SQLite store per server)")
+    parser.add_argument("--only", nargs="+", default=["text", "title", "number", "posts"],
+                        choices=["text", "title", "number", "posts"], help="which rows to run")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -169,7 +174,9 @@ def main() -> None:
     by_title = [{"text": t, "k": 10} for t in queries["short_description"]]
     numbers = [{"number": f"INC{i:07d}", "k": 10} for i in range(1, args.tickets + 1, 37)]
     print(f"index of {args.tickets} tickets ready in {build_s:.0f} s", flush=True)
-    posts = [{"tickets": [{"number": f"INC9{i:06d}", "short_description": t}]} for i, t in enumerate(texts)]
+    # Numbers of their own per server: with a shared --store, one server's posts are not the other's updates.
+    posts = {j: [{"tickets": [{"number": f"INC9{j}{i:05d}", "short_description": t}]} for i, t in enumerate(texts)]
+             for j in range(2)}
 
     # (index, batching, torch threads)
     first = args.indexes[0], True, args.threads[0]
@@ -188,12 +195,14 @@ def main() -> None:
         # spread it over the configurations alike. An idle server takes no CPU.
         for config in configs:
             index, batching, threads = config
-            store = args.work / f"store-{time.time_ns()}"  # empty: no ticket added by an earlier run
+            store = args.store or args.work / f"store-{time.time_ns()}"  # empty: no ticket added by an earlier run
             servers[config] = Server(
                 ["--model", args.model, "--tickets", str(tickets), "--cache-dir", str(args.work / "cache"), "--store",
                  str(store), "--threads", str(threads), "--index", index] + ([] if batching else ["--no-batching"]),
                 args.work / f"server-{index}-{'batch' if batching else 'single'}-{threads}.log")
         for request, bodies in [("/similar by text", by_text), ("/similar by title", by_title)]:
+            if request.split()[-1] not in args.only:
+                continue
             for clients in args.clients:
                 runs = {config: [] for config in configs}
                 for _ in range(args.turns):
@@ -203,12 +212,12 @@ def main() -> None:
                 for config, done in runs.items():
                     row(request, config, clients, done)
         ends = list(dict.fromkeys([configs[0], configs[-1]]))  # exact and IVF, batching on
-        for config in ends:
+        for config in ends if "number" in args.only else []:
             row("/similar by number", config, 8,
                 [asyncio.run(drive(servers[config].url, "/similar", numbers, 8, args.seconds, args.max_requests))])
-        for config in ends:
+        for j, config in enumerate(ends if "posts" in args.only else []):
             row("POST /tickets, 1 new ticket", config, 1,
-                [asyncio.run(drive(servers[config].url, "/tickets", posts, 1, args.seconds, args.posts))])
+                [asyncio.run(drive(servers[config].url, "/tickets", posts[j], 1, args.seconds, args.posts))])
     finally:
         for server in servers.values():
             server.stop()
@@ -220,7 +229,9 @@ def main() -> None:
             f"throughout, idle when not driven), each after a warm-up; one server process each (uvicorn, uvloop). The "
             + (f"exact index came from the cache of an earlier run ({build_s:.0f} s here for the other indexes)" if reused
                else f"index cache was filled in {build_s:.0f} s")
-            + ". POST /tickets adds one new ticket per request.\n\n" + table(rows))
+            + ". POST /tickets adds one new ticket per request; store: "
+            + (re.sub(r"//[^@/]*@", "//", str(args.store)) if args.store else "a new SQLite store per server")
+            + ".\n\n" + table(rows))
     print(body)
     if not args.no_record:
         sys.path.insert(0, str(Path(__file__).parent))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -187,8 +188,13 @@ def serve(
                                         help="require 'Authorization: Bearer TOKEN' on every endpoint but /health"),
     threshold: Optional[float] = typer.Option(None, help="mark scores at or above this as duplicates (default: "
                                                            "model.threshold in metrics.json beside the model folder)"),
-    store: Optional[Path] = typer.Option(None, help="folder keeping the tickets added through POST /tickets "
-                                                     "(default: FILE.added beside the ticket file)"),
+    store: Optional[str] = typer.Option(None, help="where tickets added or synced are kept: a folder (SQLite file "
+                                                    "store.sqlite inside), a .sqlite file, or postgresql://USER@HOST/DB "
+                                                    "(default: the folder FILE.added beside the ticket file)"),
+    sync_from: Optional[str] = typer.Option(None, help="keep the tickets in step with this ServiceNow instance (URL, "
+                                                        "or a Table API URL with sysparm_query); credentials from "
+                                                        "SERVICENOW_* variables"),
+    every: str = typer.Option("5m", help="with --sync-from: how often to read the instance's changes (30s, 5m, 1h)"),
     cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
     text_column: Optional[str] = typer.Option(None, help="column holding the ticket text (default: the reader's choice)"),
     group_column: Optional[str] = typer.Option(None, help="column returned as a result's group (default: assignment_group)"),
@@ -198,18 +204,61 @@ def serve(
     index: str = typer.Option("auto", help="exact (every ticket scanned), ivf (FAISS: a search in about a millisecond, "
                                            "built once into the cache) or auto (exact up to 200,000 tickets)"),
 ) -> None:
-    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
+    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, /sync, GET /health, a page at /, docs at /docs."""
     import importlib.util
 
-    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")):
-        raise UserError("tickettune serve needs fastapi and uvicorn, which are not installed; pip install 'tickettune[serve]'")
+    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn", "sqlalchemy")):
+        raise UserError("tickettune serve needs fastapi, uvicorn and sqlalchemy, which are not all installed; "
+                        "pip install 'tickettune[serve]'")
     from .serve import ServeSettings, run_server
 
-    settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
+    from .sync import parse_every
+
+    settings = ServeSettings(model=model, tickets=str(tickets), store=store or f"{tickets}.added",
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
-                             threads=threads, index=index)
+                             threads=threads, index=index, sync_from=sync_from, sync_every=parse_every(every))
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
+
+
+@app.command()
+def pull(
+    instance: str = typer.Option(..., "--instance", envvar="SERVICENOW_INSTANCE", show_envvar=True,
+                                 help="instance URL, e.g. https://acme.service-now.com"),
+    out: Path = typer.Option(..., "--out", "-o", help="ticket file to write (Table API JSON, with the pull's mark)"),
+    table: str = typer.Option("incident", help="table to read"),
+    query: str = typer.Option("", help="encoded query, e.g. 'active=true^assignment_group.name=Network' (copy it "
+                                       "from a list view: right-click the breadcrumb > Copy query)"),
+    fields: Optional[str] = typer.Option(None, help="comma-separated fields to read (default: number, texts, group, "
+                                                    "state, problem and resolution fields)"),
+    since_last: bool = typer.Option(False, help="read only what changed since FILE's pull and merge it in"),
+    page_size: int = typer.Option(1000, help="records per request (the Table API allows up to 10,000)"),
+) -> None:
+    """Read incidents from a ServiceNow instance (credentials from SERVICENOW_* variables; see the README)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .pull import Source, pull as run_pull
+    from .servicenow import Credentials, TableClient
+
+    wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    source = Source(instance=instance, table=table, query=query, fields=wanted, page_size=page_size)
+    terminal = err_console.is_terminal
+    said = [0.0]
+    with TableClient(instance, Credentials.from_environment()) as client, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=err_console, transient=True, disable=not terminal) as progress:
+        task = progress.add_task(f"reading {table}", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total if total >= 0 else None)
+            if not terminal and time.monotonic() - said[0] > 10:  # a log gets a line now and then instead of a bar
+                said[0] = time.monotonic()
+                err_console.print(f"reading {table}: {done} of {total if total >= 0 else '?'} records", markup=False)
+
+        summary = run_pull(client, source, out, since_last=since_last, progress=update)
+    console.print(f"{out}: {summary.records} records ({summary.changed} new or changed, {summary.removed} removed; "
+                  f"{summary.received} received in {summary.requests} requests, {summary.retries} retried) "
+                  f"in {summary.seconds:.1f} s", markup=False, soft_wrap=True)
 
 
 @app.command()

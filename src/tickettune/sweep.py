@@ -145,7 +145,8 @@ def open_storage(url: str, attempts: int = 6):
             raise UserError(f"--storage {_shown(url)}: {str(exc).splitlines()[0]}; {hint}") from None
         except ImportError:
             raise UserError(f"--storage {_shown(url)}: the database driver is not installed; pip install "
-                            f"psycopg2-binary (PostgreSQL) or pymysql (MySQL, URL mysql+pymysql://...)") from None
+                            f"'psycopg[binary]' (PostgreSQL; psycopg2-binary with SQLAlchemy before 2.1) or pymysql "
+                            f"(MySQL, URL mysql+pymysql://...)") from None
         except SQLAlchemyError as exc:
             # Workers that start together on a new database race to create its tables; the losers retry.
             if attempt == attempts - 1:
