@@ -25,6 +25,9 @@ from .errors import UserError
 from .pairs import DIFFICULTY_METHODS, SPLIT_UNITS, TEST_DIFFICULTIES, PairOptions
 
 PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library's
+ENCODER_HELP = ("encoder: torch (PyTorch weights), onnx (an ONNX file on ONNX Runtime, from tickettune export --onnx) "
+                "or auto (onnx for an export folder with an ONNX file, its int8 one first)")
+ONNX_FILE_HELP = "ONNX file to run, relative to the model folder (e.g. onnx/model.onnx); implies --backend onnx"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune sentence-embedding models on IT tickets with LoRA and curriculum learning.")
@@ -144,6 +147,8 @@ def search(
                                                            "in metrics.json beside the model folder)"),
     cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
     show: Optional[List[str]] = typer.Option(None, "--show", help="also show this ticket column (repeatable)"),
+    backend: str = typer.Option("auto", "--backend", help=ENCODER_HELP),
+    onnx_file: Optional[str] = typer.Option(None, help=ONNX_FILE_HELP),
 ) -> None:
     """Find the tickets most similar to a new one (--query) or to a known one (--ticket), via a cached index."""
     from .search import hits_table, read_ticket_file, similar_tickets
@@ -154,7 +159,8 @@ def search(
     for note in frame.attrs["notes"]:
         err_console.print(note, markup=False)
     with console.status(f"searching {len(frame)} tickets"):
-        result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir)
+        result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir,
+                                 model_backend=backend, onnx_file=onnx_file)
     console.print(hits_table(result, columns))
 
 
@@ -179,6 +185,8 @@ def serve(
                                                        "shared among the workers)", min=1),
     index: str = typer.Option("auto", help="exact (every ticket scanned), ivf (FAISS: a search in about a millisecond, "
                                            "built once into the cache) or auto (exact up to 200,000 tickets)"),
+    backend: str = typer.Option("auto", "--backend", help=ENCODER_HELP),
+    onnx_file: Optional[str] = typer.Option(None, help=ONNX_FILE_HELP),
 ) -> None:
     """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
     import importlib.util
@@ -190,7 +198,7 @@ def serve(
     settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
-                             threads=threads, index=index)
+                             threads=threads, index=index, model_backend=backend, onnx_file=onnx_file)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
 
 
