@@ -135,7 +135,7 @@ class Engine:
         return engine, cached
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(texts, batch_size=MAX_BATCH_TEXTS, show_progress=len(texts) > MAX_TICKETS_PER_POST)
+        return self.encoder.encode(texts, show_progress=len(texts) > MAX_TICKETS_PER_POST)
 
     def run(self, jobs: list) -> list:
         """Each job's answer, or the exception that answers it; tickets are added first, so a search beside them sees them."""
