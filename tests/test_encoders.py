@@ -17,7 +17,7 @@ from tickettune.cli import main
 from tickettune.encoders import Encoder, EncoderChoice
 from tickettune.errors import UserError
 from tickettune.export import PROBE_TEXTS, check_onnx_support, export_model
-from tickettune.search import similar_tickets
+from tickettune.search import model_threshold, similar_tickets
 
 pytest.importorskip("onnxruntime")
 
@@ -137,24 +137,28 @@ def test_lora_model_served_in_two_commands(lora, onnx_ready, tmp_path, capsys):
     fastapi = pytest.importorskip("fastapi.testclient")
     from tickettune.serve import Engine, ServeSettings, create_app
 
+    run = tmp_path / "run"  # as `tickettune train` leaves it: OUT/model beside OUT/metrics.json
+    shutil.copytree(lora, run / "model")
+    (run / "metrics.json").write_text(json.dumps({"model": {"threshold": 0.8}}))
     deploy = tmp_path / "deploy"
-    assert main(["export", "--model", str(lora), "-o", str(deploy), "--onnx", "--quantize", "int8"]) == 0
+    assert main(["export", "--model", str(run / "model"), "-o", str(deploy), "--onnx", "--quantize", "int8"]) == 0
+    assert model_threshold(str(deploy)) == 0.8  # the deployable threshold travels with the export
     tickets = write_tickets(tmp_path / "tickets.csv")
     cache = tmp_path / "cache"
     # What `tickettune serve --model deploy --tickets tickets.csv` opens, driven in-process.
     settings = ServeSettings(model=str(deploy), tickets=str(tickets), store=str(tmp_path / "store"),
-                             cache_dir=str(cache))
+                             cache_dir=str(cache), threshold=0.8)
     engine, cached = Engine.open(settings)
     assert not cached and engine.encoder.label.startswith("ONNX int8")
     with fastapi.TestClient(create_app(engine, settings)) as client:
         health = client.get("/health").json()
         assert health["encoder"].startswith("ONNX int8 (onnx/model_q")
         hits = client.post("/similar", json={"text": "vpn tunnel drops every few minutes", "k": 2}).json()["results"]
-        assert hits[0]["number"] == "INC000" and hits[0]["score"] > 0.99
+        assert hits[0]["number"] == "INC000" and hits[0]["score"] > 0.99 and hits[0]["duplicate"] is True
         assert client.post("/tickets", json={"tickets": [{"number": "INC900", "short_description": "vpn drops hourly"}]}
                            ).json() == {"added": 1, "updated": 0, "tickets": 7}
     # The PyTorch adapter finds the same tickets on the index the int8 encoder built (and agrees with it).
-    torch_settings = ServeSettings(model=str(lora), tickets=str(tickets), store=str(tmp_path / "store"),
+    torch_settings = ServeSettings(model=str(run / "model"), tickets=str(tickets), store=str(tmp_path / "store"),
                                    cache_dir=str(cache))
     torch_engine, cached = Engine.open(torch_settings)
     assert cached and torch_engine.agreement > 0.99 and torch_engine.encoder.label == "PyTorch"

@@ -134,7 +134,7 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
     from sentence_transformers import SentenceTransformer
 
     from .models import load_model, resolve_model
-    from .search import model_fingerprint
+    from .search import model_fingerprint, model_threshold
 
     if not merge and not onnx:
         raise UserError("nothing to export; pass --merge (PyTorch folder) and/or --onnx")
@@ -147,6 +147,7 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
     if onnx:
         check_onnx_support()
     source = resolve_model(model)
+    threshold = model_threshold(model)  # checked before the work: a broken metrics.json is a one-line error
     if out.resolve() == source.resolve():
         raise UserError(f"-o {out} is the model folder itself; choose another output directory")
     st = load_model(model)
@@ -172,7 +173,8 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
         (tmp / "export.json").write_text(json.dumps({
             # Indexes are keyed by it (search.model_fingerprint): the exported forms share the source's.
             "source": str(source), "source_fingerprint": model_fingerprint(source),
-            "merged_adapter": result.merged_adapter, "onnx_file": result.onnx_file, "quantized_file": result.quantized_file, "min_cosine_vs_source": result.cosines}, indent=2) + "\n")
+            "threshold": threshold, "merged_adapter": result.merged_adapter, "onnx_file": result.onnx_file,
+            "quantized_file": result.quantized_file, "min_cosine_vs_source": result.cosines}, indent=2) + "\n")
         result.files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     return result
 

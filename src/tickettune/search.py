@@ -262,22 +262,33 @@ class IndexCache:
 
 
 def model_threshold(model: str) -> Optional[float]:
-    """The deployable threshold in `metrics.json` beside a trained model folder (`M/../metrics.json`), if any."""
+    """The deployable threshold in `metrics.json` beside a trained model folder (`M/../metrics.json`), if any.
+
+    An export folder carries its source's (`threshold` in export.json), as it leaves the run's metrics behind.
+    """
     folder = Path(model).expanduser()
     path = folder.resolve().parent / "metrics.json"
-    if not folder.is_dir() or not path.is_file():
+    exported = folder / "export.json"
+    if folder.is_dir() and exported.is_file():
+        path, field = exported, "threshold"
+    elif not folder.is_dir() or not path.is_file():
         return None
+    else:
+        field = "model.threshold"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        # By set (retrieval first, then pair sets, representative pairs first); a single result before that.
-        results = [metrics] if "model" in metrics else [r for r in metrics.values() if "threshold" in r.get("model", {})]
-        value = results[0]["model"]["threshold"]
+        if field == "threshold":
+            value = metrics.get("threshold")  # None in exports written before it was recorded
+        else:
+            # By set (retrieval first, then pair sets, representative pairs first); a single result before that.
+            results = [metrics] if "model" in metrics else [r for r in metrics.values() if "threshold" in r.get("model", {})]
+            value = results[0]["model"]["threshold"]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        raise UserError(f"{path}: has no readable model.threshold; fix the file or pass --threshold") from None
+        raise UserError(f"{path}: has no readable {field}; fix the file or pass --threshold") from None
     if value is None:
         return None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{path}: model.threshold is {value!r}, expected a number; fix the file or pass --threshold")
+        raise UserError(f"{path}: {field} is {value!r}, expected a number; fix the file or pass --threshold")
     return float(value)
 
 

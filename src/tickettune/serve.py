@@ -123,7 +123,7 @@ class Engine:
             torch.set_num_threads(settings.threads)
             threadpool_limits(settings.threads)
         tickets = read_ticket_file(Path(settings.tickets), settings.text_column)
-        # Loaded before the tickets, so that an ONNX file this CPU cannot run fails in moments.
+        # Loaded before the index, so that an ONNX file this CPU cannot run fails in moments.
         encoder = Encoder.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file,
                              threads=settings.threads).load()
         engine = cls(encoder, settings)
