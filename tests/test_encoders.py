@@ -172,6 +172,10 @@ def test_folder_without_a_usable_onnx_file(deploy, tiny_model, tmp_path, capsys)
     damaged = tmp_path / "damaged"
     shutil.copytree(deploy, damaged)
     (damaged / "onnx" / "model.onnx").write_bytes(b"not a protobuf at all")
+    several = tmp_path / "several"  # ONNX files but no export record saying which is which
+    shutil.copytree(deploy, several)
+    (several / "export.json").unlink()
+    (several / "onnx" / "model.onnx").rename(several / "onnx" / "encoder.onnx")
     cases = [
         (["--model", str(tiny_model), "--backend", "onnx"], "has no ONNX file", "then pass --model DIR"),
         (["--model", str(empty)], "has no .safetensors weights and no ONNX file", "export it again"),
@@ -180,6 +184,10 @@ def test_folder_without_a_usable_onnx_file(deploy, tiny_model, tmp_path, capsys)
         (["--model", str(deploy), "--backend", "torch"], "has ONNX files only", "--merge"),
         (["--model", str(damaged), "--onnx-file", "onnx/model.onnx"], "onnx/model.onnx: not a usable ONNX file",
          "export it again"),
+        (["--model", str(several), "--backend", "onnx"], "has several ONNX files", "name one with --onnx-file"),
+        (["--model", str(deploy), "--backend", "torch", "--onnx-file", "onnx/model.onnx"], "--backend torch does not run",
+         "drop one of them"),
+        (["--model", str(deploy), "--backend", "gpu"], "--backend gpu is unknown", "choose one of auto, torch, onnx"),
     ]
     for args, problem, fix in cases:
         code = main(["search", *args, "--tickets", str(tickets), "--cache-dir", str(tmp_path / "cache"), "-q", "vpn"])

@@ -25,7 +25,7 @@ from .models import has_torch_weights, load_model, resolve_model
 
 ENCODER_BACKENDS = ("auto", "torch", "onnx")
 # Dynamic int8 quantization of MiniLM keeps cosine 0.992 to PyTorch on the probe texts (RESULTS.md, Export);
-# another model's vectors are nowhere near (the tiny test models: below 0.9).
+# another model's vectors are nowhere near (two tiny test models: about 0).
 MIN_AGREEMENT = 0.99
 EXPORT_RECORD = "export.json"
 
@@ -84,7 +84,7 @@ def _export_record(folder: Path) -> dict:
 def _onnx_file(folder: Path, found: list[str], wanted: Optional[str], record: dict) -> str:
     """The ONNX file to run: `wanted`, else the export's int8 file, else its fp32 file, else the only one."""
     if not found:
-        raise UserError(f"model folder {folder} has no ONNX file (no *.onnx in it or onnx/); export one: tickettune "
+        raise UserError(f"model folder {folder} has no ONNX file (no *.onnx in it); export one: tickettune "
                         f"export --model {folder} -o DIR --onnx --quantize int8, then pass --model DIR (or drop "
                         "--backend onnx to run the PyTorch weights)")
     if wanted is not None:
