@@ -276,11 +276,12 @@ def main() -> None:
         change = "" if base is None else f"{precision - base:+.4f}"
         quality_lines.append(f"| {encoder} | {index} | {'on' if batching else 'off'} | {threads} | {precision:.4f} "
                              f"| {change} | {agreement} |")
+    encoders = {"torch": "torch (PyTorch)", "onnx": "onnx (fp32 ONNX)", "int8": "int8 (dynamically quantized ONNX)"}
+    indexes = {"exact": "exact (every ticket scanned)", "ivf": "ivf (FAISS IVF-Flat as `tickettune search` builds it)"}
     body = (f"{args.model}, {args.tickets:,} tickets ({args.unique:,} distinct synthetic incidents repeated), encoders "
-            f"torch (PyTorch), onnx (fp32 ONNX) and int8 (dynamically quantized ONNX), the ONNX files from "
-            f"`tickettune export --onnx --quantize int8`; every server searches the same index, built by the "
-            f"{args.index_encoder} encoder; index exact (every ticket scanned) or ivf (FAISS IVF-Flat as `tickettune "
-            f"search` builds it); threads = torch threads and ONNX Runtime intra-op threads per server. k=10, queries: "
+            f"{', '.join(encoders[e] for e in args.encoders)}, the ONNX files from `tickettune export --onnx "
+            f"--quantize int8`; every server searches the same index, built by the {args.index_encoder} encoder; "
+            f"index {' or '.join(indexes[i] for i in args.indexes)}; threads = torch threads and ONNX Runtime intra-op threads per server. k=10, queries: "
             f"2,000 other synthetic incidents, by text = short description + description (as a new incident holds "
             f"them), by title = short description only. Closed-loop httpx clients on the same machine, "
             f"{args.seconds:g} s or {args.max_requests} requests per row in {args.turns} turns taken in rotation with "
