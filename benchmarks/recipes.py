@@ -1,15 +1,23 @@
-"""Which recipe makes search better? Group losses, pair losses and the seed's presets, judged by what users deploy.
+"""Which recipe makes search better at the job? Head and encoder recipes, judged on both yardsticks.
 
-    python benchmarks/recipes.py                         # IT tickets, the sample and STSb; about an hour on 2 CPU cores
+    python benchmarks/recipes.py                         # IT tickets, firefox, eclipse, the sample and STSb
+    python benchmarks/recipes.py --datasets firefox,eclipse --only recommended
     python benchmarks/recipes.py --datasets sample --grid all   # every recipe, the seed presets included
 
 Every run trains the same base model with the same seed on the same split and is judged, against the untuned
 model on the same held-out data, first on retrieval (each held-out ticket whose group has another member
-searches all held-out tickets: precision@10, MRR@10), then on representative test pairs (drawn uniformly, none
-mined), then on the lexically hard test pairs, a stress test. Each change comes with a paired bootstrap 95%
-interval (over queries, over pairs). Each ticket-tuned model is also scored on the STS Benchmark test set, so a
-recipe that trades general similarity for the ticket labels shows it. Each dataset's tables are printed and
-appended to benchmarks/RESULTS.md (command, machine, load, date) as soon as it is done.
+searches all held-out tickets: precision@10, MRR@10), then on the same-problem probes (the hadoop and seamonkey
+duplicate bug reports of ../shared: does a filed duplicate come first, is one in the top 10?), then on
+representative test pairs (drawn uniformly, none mined), then on the lexically hard test pairs, a stress test.
+Each change comes with a paired bootstrap 95% interval (over queries, over pairs). Each ticket-tuned model is also
+scored on the STS Benchmark test set, so a recipe that trades general similarity for the ticket labels shows it.
+
+Datasets: `tickets` (the IT tickets by topic: coarse labels, split by ticket), `firefox` and `eclipse` (duplicate
+bug reports by problem_id: same-problem links, split by group, so the held-out duplicates are of problems never
+trained on), `sample` (the synthetic incidents by problem, split by ticket), `sts`. For head recipes the run's
+learned change is also scaled after the fact (the trade-off curve: same-group retrieval against the probes).
+Each dataset's tables are printed and appended to benchmarks/RESULTS.md (command, machine, load, date) as soon as
+it is done.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -34,6 +42,7 @@ from tickettune.similarity import pair_scores  # noqa: E402
 from tickettune.models import load_model  # noqa: E402
 from tickettune.pairs import PairOptions, build_pairs  # noqa: E402
 from tickettune.pairs_io import read_pairs  # noqa: E402
+from tickettune.probes import is_probe, probe_name, read_probes  # noqa: E402
 from tickettune.retrieval import mean_difference_ci  # noqa: E402
 from tickettune.sample import generate_sample  # noqa: E402
 from tickettune.tickets import read_tickets  # noqa: E402
@@ -51,32 +60,46 @@ class Recipe:
     name: str
     preset: str
     sets: tuple[str, ...] = ()
-    kind: str = "group"  # "group": trains on tickets; "pairs": on pairs; "seed": a seed preset (pairs)
+    kind: str = "group"  # "head": a head on tickets; "group": LoRA on tickets; "pairs": on pairs; "seed": a seed preset
 
 
-OWN = Recipe("recommended", "recommended")
-PAIR_RECIPE = Recipe("pairs: cosine (last round's recommended)", "recommended-pairs", ("loss=cosine",), "pairs")
+OWN = Recipe("recommended", "recommended", (), "head")
+LORA = Recipe("recommended-lora (LoRA batch_all_triplet, last round's)", "recommended-lora")
+PAIR_RECIPE = Recipe("pairs: cosine", "recommended-pairs", ("loss=cosine",), "pairs")
 RECIPES = [
     OWN,
-    Recipe("recommended, no update scaling", "recommended", ("update_scales=[1]",)),
-    Recipe("batch_hard_soft_margin_triplet", "recommended", ("loss=batch_hard_soft_margin_triplet",)),
-    Recipe("batch_semi_hard_triplet", "recommended", ("loss=batch_semi_hard_triplet",)),
-    Recipe("group_mnrl", "recommended", ("loss=group_mnrl",)),
-    Recipe("recommended, curriculum off", "recommended", ("curriculum=false",)),
+    Recipe("head: coarse objective (push + keep)", "recommended", ("label_kind=coarse",), "head"),
+    Recipe("head: problem objective (InfoNCE + keep)", "recommended", ("label_kind=problem",), "head"),
+    Recipe("head: coarse, no keep term", "recommended", ("label_kind=coarse", "head_keep_weight=0"), "head"),
+    Recipe("head: coarse, margin 0.05", "recommended", ("label_kind=coarse", "head_margin=0.05"), "head"),
+    Recipe("head: coarse, margin 0.3", "recommended", ("label_kind=coarse", "head_margin=0.3"), "head"),
+    Recipe("head: no update scaling", "recommended", ("update_scales=[1]",), "head"),
+    LORA,
+    Recipe("LoRA batch_hard_soft_margin_triplet", "recommended-lora", ("loss=batch_hard_soft_margin_triplet",)),
+    Recipe("LoRA group_mnrl", "recommended-lora", ("loss=group_mnrl",)),
+    Recipe("LoRA, curriculum off", "recommended-lora", ("curriculum=false",)),
     PAIR_RECIPE,
     Recipe("recommended-pairs (CoSENT)", "recommended-pairs", (), "pairs"),
     *[Recipe(p, p, (), "seed") for p in ("v2", "conservative", "aggressive", "hard-focus")],
 ]
+TICKET_DATASETS = ("tickets", "firefox", "eclipse", "sample")
 GRIDS = {
-    "default": {"tickets": ["recommended", PAIR_RECIPE.name],
-                "sample": ["recommended", "group_mnrl", PAIR_RECIPE.name],
+    "default": {"tickets": ["recommended", "head: problem objective (InfoNCE + keep)", LORA.name],
+                "firefox": ["recommended", "head: coarse objective (push + keep)", "LoRA group_mnrl"],
+                "eclipse": ["recommended", "head: coarse objective (push + keep)", "LoRA group_mnrl"],
+                "sample": ["recommended", LORA.name],
                 "sts": [PAIR_RECIPE.name, "recommended-pairs (CoSENT)"]},
-    "all": {name: [r.name for r in RECIPES if name != "sts" or r.kind != "group"] for name in ("tickets", "sample", "sts")},
+    "all": {name: [r.name for r in RECIPES if name != "sts" or r.kind not in ("group", "head")]
+            for name in TICKET_DATASETS + ("sts",)},
 }
+PROBES = ("hadoop", "seamonkey")
+PROBE_KEYS = ("mrr@10", "accuracy@10")  # real duplicate reports: the same-problem yardstick, judged with every ticket run
 # Pair counts per dataset; group recipes read the split's train tickets, pair recipes these pairs. Epochs of pair
 # # recipes are rescaled to 3 in total so that they cost about what a group recipe does; on STSb every recipe trains
 # one epoch of its own (the whole of sts-train).
 SIZES = {"tickets": dict(pairs_per_phase=500, eval_pairs=300, test_pairs=1000),
+         "firefox": dict(pairs_per_phase=150, eval_pairs=100, test_pairs=200),
+         "eclipse": dict(pairs_per_phase=150, eval_pairs=100, test_pairs=200),
          "sample": dict(pairs_per_phase=400, eval_pairs=300, test_pairs=600)}
 PAIR_EPOCHS = 3.0
 MAX_SEQ = 128
@@ -91,27 +114,36 @@ def dataset_pairs(name: str, seed: int) -> TrainingPairs:
                              # sts-dev is ordered by genre: its head is easy captions, so draw at random.
                              read_pairs(folder / "sts-dev.csv").sample(frac=1.0, random_state=seed).head(500)
                              .reset_index(drop=True), read_pairs(folder / "sts-test.csv"), "STS Benchmark")
+    split = "ticket"
     if name == "tickets":
         tickets = read_tickets(SHARED / "it-service-tickets" / "tickets.csv.gz", text_columns=["text"],
                                group_by="topic_group")
+    elif name in ("firefox", "eclipse"):
+        # Split by problem: the held-out duplicates are of problems training never saw.
+        tickets = read_tickets(SHARED / "bug-duplicates" / f"{name}.csv", text_columns=["text"], group_by="problem_id")
+        split = "group"
     else:
         with tempfile.TemporaryDirectory() as tmp:
             generate_sample(3000, seed).to_csv(Path(tmp) / "sample.csv", index=False)
             tickets = read_tickets(Path(tmp) / "sample.csv", group_by="problem_id")
     # The sample is split by ticket, as the demo does: split by problem, its few test problems are told apart
     # perfectly by the untuned model (precision@10 0.995), leaving nothing to measure.
-    pairset = build_pairs(tickets, PairOptions(seed=seed, split_by="ticket", **SIZES[name]))
-    return from_pairset(pairset, name)
+    pairset = build_pairs(tickets, PairOptions(seed=seed, split_by=split, difficulty="tfidf", **SIZES[name]))
+    probes = read_probes([SHARED / "bug-duplicates" / f"{p}.csv" for p in PROBES]) if SHARED.is_dir() else {}
+    return replace(from_pairset(pairset, name), probes=probes)
 
 
 def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, seed: int, work: Path, sts_test,
                extra: tuple[str, ...] = ()) -> dict:
     config = resolve_config(recipe.preset, sets=list(recipe.sets) + list(extra) + [f"seed={seed}"], model_name=model_name)
-    updates = {"save_steps": None, "max_seq_length": min(config.max_seq_length, MAX_SEQ)}
+    # Encoder recipes read MAX_SEQ tokens (a LoRA step's cost grows with them); a head recipe encodes each ticket once
+    # (cached) and keeps the model's own length, as a user's run would.
+    updates = {"save_steps": None} if recipe.kind == "head" else \
+        {"save_steps": None, "max_seq_length": min(config.max_seq_length, MAX_SEQ)}
     sts = pairs.source == "STS Benchmark"
     if sts:  # one phase: STSb has no ticket groups to grade difficulty by
         updates["phase_epochs"] = [config.phase_epochs[0]]
-    elif recipe.kind != "group":
+    elif recipe.kind not in ("group", "head"):
         total = sum(config.phase_epochs)
         updates["phase_epochs"] = [round(e * PAIR_EPOCHS / total, 3) for e in config.phase_epochs]
     config = config.model_copy(update=updates)
@@ -166,6 +198,44 @@ def update_scale_sweep(run: dict, pairs: TrainingPairs, sts_test, seed: int) -> 
     return header, rows
 
 
+HEAD_SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # past 1: the same direction pushed further
+
+
+def head_scale_sweep(run: dict, pairs: TrainingPairs, sts_test, seed: int) -> tuple[list[str], list[list[str]]]:
+    """The trade-off curve of a head run: its learned change (W - I) scaled after the fact by each of HEAD_SCALES,
+    judged on the test tickets, the probes and STSb from the run's cached vectors (nothing is encoded again)."""
+    from tickettune.evaluate import judge, texts_of
+    from tickettune.head import LinearHead
+    from tickettune.head_training import HeadEncoder
+    from tickettune.similarity import encode_texts, pair_cosines
+    from tickettune.vector_cache import CachedEncoder
+
+    if run["log"]["best"]["step"] in (0, None):  # the untuned encoder was kept: nothing to scale
+        return [], []
+    chosen = (run["log"].get("update_scale") or {}).get("chosen", 1.0)
+    saved = load_model(str(run["out"] / "model"))
+    dense = [m for m in saved if type(m).__name__ == "Dense"][-1]
+    trained = LinearHead(dense.linear.weight.detach().numpy(), dense.linear.bias.detach().numpy()).scaled(1 / chosen)
+    config = run["config"]
+    encoder = CachedEncoder.for_model(load_model(config.model_name, config.max_seq_length), config.model_name)
+    sets = pairs.test_sets()
+    sets.pairs = {}
+    metrics = run["metrics"]
+    probes = [name for name in metrics if is_probe(name)]
+    header = ["scale of the learned change", "precision@10 (Δ [95% CI])", "MRR@10 (Δ [95% CI])"] + \
+        [f"{probe_name(p)} {k} (Δ [95% CI])" for p in probes for k in PROBE_KEYS] + ["STSb test Spearman"]
+    rows = []
+    for scale in HEAD_SCALES:
+        tuned = HeadEncoder(encoder, trained.scaled(scale))
+        results, _ = judge(tuned, encoder, sets, config.retrieval_queries, resamples=1000, seed=seed)
+        vectors = encode_texts(tuned, texts_of([sts_test], None))
+        sts = spearman_of(sts_test["label"].to_numpy(float), pair_cosines(vectors, sts_test))
+        rows.append([f"{scale:g}" + (" (chosen on eval)" if scale == chosen else ""),
+                     _cell(results["retrieval"], "precision@10"), _cell(results["retrieval"], "mrr@10")]
+                    + [_cell(results[p], k) for p in probes for k in PROBE_KEYS] + [f"{sts:.4f}"])
+    return header, rows
+
+
 def _interval(value: float | None, ci) -> str:
     if value is None or ci is None or any(v is None or math.isnan(v) for v in ci):
         return "n/a"
@@ -187,7 +257,11 @@ def rows_for(runs: list[dict], sts_base: float | None) -> tuple[list[str], list[
     if "retrieval" in first:
         header += ["precision@10 (Δ [95% CI])", "MRR@10 (Δ [95% CI])"]
         base += [f"{first['retrieval']['baseline'][k]:.4f}" for k in ("precision@10", "mrr@10")]
-    pair_sets = [name for name in first if name != "retrieval"]
+    probes = [name for name in first if is_probe(name)]
+    for name in probes:
+        header += [f"{probe_name(name)} duplicates MRR@10 (Δ [95% CI])", f"{probe_name(name)} accuracy@10 (Δ [95% CI])"]
+        base += [f"{first[name]['baseline'][k]:.4f}" for k in PROBE_KEYS]
+    pair_sets = [name for name in first if name != "retrieval" and not is_probe(name)]
     for name in pair_sets:
         key = "spearman" if name == "test" else "roc_auc"
         header.append(f"{name} pairs {'Spearman' if key == 'spearman' else 'ROC-AUC'} (Δ [95% CI])")
@@ -202,6 +276,7 @@ def rows_for(runs: list[dict], sts_base: float | None) -> tuple[list[str], list[
         row = [run["recipe"].name]
         if "retrieval" in m:
             row += [_cell(m["retrieval"], k) for k in ("precision@10", "mrr@10")]
+        row += [_cell(m[name], k) for name in probes for k in PROBE_KEYS]
         row += [_cell(m[name], "spearman" if name == "test" else "roc_auc") for name in pair_sets]
         if sts_base is not None:
             row.append(f"{run['sts']:.4f} ({run['sts'] - sts_base:+.4f})")
@@ -254,7 +329,8 @@ def show(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="tickets,sts,sample", help="comma-separated: tickets, sample, sts")
+    parser.add_argument("--datasets", default="tickets,firefox,eclipse,sample,sts",
+                        help="comma-separated: tickets, firefox, eclipse, sample, sts")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
     parser.add_argument("--only", default="", help="comma-separated recipe names to run (default: the grid's)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -264,8 +340,8 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    if any(d in ("tickets", "sts") for d in datasets) and not SHARED.is_dir():
-        sys.exit(f"the tickets and sts datasets need {SHARED}; run with --datasets sample")
+    if any(d != "sample" for d in datasets) and not SHARED.is_dir():
+        sys.exit(f"the tickets, firefox, eclipse and sts datasets need {SHARED}; run with --datasets sample")
     by_name = {r.name: r for r in RECIPES}
     sts_test = read_pairs(SHARED / "stsbenchmark" / "sts-test.csv") if SHARED.is_dir() else None
     sts_base = None
@@ -310,13 +386,14 @@ def main() -> None:
                 _results.append_under("Recipes judged by retrieval", body, f"Recipes by retrieval, {dataset}")
             own = next((r for r in runs if r["recipe"] is OWN), None)
             sweep_header, sweep = ([], []) if own is None or sts_test is None or dataset == "sts" else \
-                update_scale_sweep(own, pairs, sts_test, args.seed)
+                (head_scale_sweep if own["recipe"].kind == "head" else update_scale_sweep)(own, pairs, sts_test, args.seed)
             if sweep:
                 show(f"{dataset}: the recommended run's update at other scales (test sets)", sweep_header, sweep)
                 if not args.no_record:
                     _results.append_under("Recipes judged by retrieval", "the recommended run's learned update scaled "
-                                          "after the fact (WiSE-FT: untuned + scale x update; the run chose its scale "
-                                          "on eval retrieval, these are the test sets)\n\n" + markdown(sweep_header, sweep),
+                                          "after the fact (the trade-off curve: untuned + scale x update; the run "
+                                          "chose its scale on eval retrieval, these are the test sets and probes)\n\n"
+                                          + markdown(sweep_header, sweep),
                                           f"Update scale of the recommended run, {dataset}")
     console.print(f"total wall-clock: {(time.perf_counter() - started) / 60:.1f} min")
 

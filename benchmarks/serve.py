@@ -190,8 +190,6 @@ def main() -> None:
                         help="torch threads, and ONNX Runtime intra-op threads, per server")
     parser.add_argument("--indexes", nargs="+", default=["exact", "ivf"], choices=["exact", "ivf"])
     parser.add_argument("--batching", nargs="+", default=["on"], choices=["on", "off"])
-    parser.add_argument("--requests", nargs="+", default=["text", "title"], choices=["text", "title"],
-                        help="/similar by full incident text and/or by title")
     parser.add_argument("--posts", type=int, default=30, help="POST /tickets requests (one new ticket each)")
     parser.add_argument("--quality-queries", type=int, default=300, help="held-out queries for precision@10")
     parser.add_argument("--seconds", type=float, default=16.0, help="per row")
@@ -199,6 +197,10 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4, help="each row's time is split into this many turns")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tickettune-serve-bench"),
                         help="tickets, ONNX export, index cache, store and server logs (reused by later runs)")
+    parser.add_argument("--store", default=None, help="every server's --store (e.g. postgresql://USER@HOST/DB; "
+                                                      "default: a new SQLite store per server)")
+    parser.add_argument("--only", nargs="+", default=["text", "title", "number", "posts"],
+                        choices=["text", "title", "number", "posts"], help="which rows to run")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -220,7 +222,9 @@ def main() -> None:
     problem_of = problems_of_numbers(args.tickets, args.unique, seed=0)
     numbers = [{"number": f"INC{i:07d}", "k": 10} for i in range(1, args.tickets + 1, 37)]
     print(f"index of {args.tickets} tickets ready in {build_s:.0f} s", flush=True)
-    posts = [{"tickets": [{"number": f"INC9{i:06d}", "short_description": t}]} for i, t in enumerate(texts)]
+    # Numbers of their own per server: with a shared --store, one server's posts are not the other's updates.
+    posts = {j: [{"tickets": [{"number": f"INC9{j}{i:05d}", "short_description": t}]} for i, t in enumerate(texts)]
+             for j in range(2)}
 
     # (encoder, index, batching, threads); every combination, the encoders side by side.
     configs = [(encoder, index, batching == "on", threads) for index in args.indexes for threads in args.threads
@@ -238,7 +242,7 @@ def main() -> None:
         # spread it over the configurations alike. An idle server takes no CPU.
         for config in configs:
             encoder, index, batching, threads = config
-            store = args.work / f"store-{time.time_ns()}"  # empty: no ticket added by an earlier run
+            store = args.store or args.work / f"store-{time.time_ns()}"  # empty: no ticket added by an earlier run
             name = f"{encoder}-{index}-{'batch' if batching else 'single'}-{threads}"
             servers[config] = Server(
                 encoder_args(encoder, args.model, export) + [
@@ -249,7 +253,7 @@ def main() -> None:
             quality.append((config, precision_at_10(servers[config].url, held_out, problem_of),
                             servers[config].agreement()))
             print(f"{config}: precision@10 {quality[-1][1]:.4f}", flush=True)
-        for request in args.requests:
+        for request in [r for r in ("text", "title") if r in args.only]:
             for clients in args.clients:
                 runs = {config: [] for config in configs}
                 for _ in range(args.turns):
@@ -259,12 +263,12 @@ def main() -> None:
                 for config, done in runs.items():
                     row(f"/similar by {request}", config, clients, done)
         ends = list(dict.fromkeys([configs[0], configs[-1]]))
-        for config in ends:
+        for config in ends if "number" in args.only else []:
             row("/similar by number", config, 8,
                 [asyncio.run(drive(servers[config].url, "/similar", numbers, 8, args.seconds, args.max_requests))])
-        for config in ends:
+        for j, config in enumerate(ends if "posts" in args.only else []):
             row("POST /tickets, 1 new ticket", config, 1,
-                [asyncio.run(drive(servers[config].url, "/tickets", posts, 1, args.seconds, args.posts))])
+                [asyncio.run(drive(servers[config].url, "/tickets", posts[j], 1, args.seconds, args.posts))])
     finally:
         for server in servers.values():
             server.stop()
@@ -289,7 +293,9 @@ def main() -> None:
             f"warm-up; one server process each (uvicorn, uvloop). "
             + (f"The exact index came from the cache of an earlier run ({build_s:.0f} s here for the other indexes)"
                if reused else f"The index cache was filled in {build_s:.0f} s")
-            + f". POST /tickets adds one new ticket per request.\n\nRetrieval quality on {len(held_out)} held-out "
+            + ". POST /tickets adds one new ticket per request; store: "
+            + (re.sub(r"//[^@/]*@", "//", str(args.store)) if args.store else "a new SQLite store per server")
+            + f".\n\nRetrieval quality on {len(held_out)} held-out "
             f"incidents that belong to a problem (sent by text, one client, k=10): precision@10 = the share of the "
             f"hits that belong to the query's problem.\n\n" + "\n".join(quality_lines) + "\n\n" + table(rows))
     print(body)

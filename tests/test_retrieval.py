@@ -20,6 +20,8 @@ def test_metrics_worked_by_hand():
     assert got["mrr@10"][0] == pytest.approx(0.5)
     assert got["precision@10"][0] == pytest.approx(0.2)
     assert got["recall@1"][0] == 0 and got["recall@5"][0] == 1 and got["recall@10"][0] == 1
+    # accuracy@k: a relevant result anywhere in the top k (d1 at rank 2).
+    assert got["accuracy@1"][0] == 0 and got["accuracy@5"][0] == 1 and got["accuracy@10"][0] == 1
     assert got["ndcg@10"][0] == pytest.approx((1 / np.log2(3) + 1 / np.log2(5)) / (1 + 1 / np.log2(3)))
     assert got["map@100"][0] == pytest.approx(0.5)
 
@@ -45,7 +47,7 @@ def test_matches_information_retrieval_evaluator():
     evaluator = InformationRetrievalEvaluator(
         queries={f"q{i}": f"q{i}" for i in range(25)}, corpus={f"d{j:03d}": f"d{j:03d}" for j in range(150)},
         relevant_docs={f"q{i}": {f"d{j:03d}" for j in np.flatnonzero(corpus_groups == g)} for i, g in enumerate(query_groups)},
-        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1], precision_recall_at_k=[1, 5, 10], map_at_k=[100],
+        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 5, 10], precision_recall_at_k=[1, 5, 10], map_at_k=[100],
         show_progress_bar=False)
     theirs = evaluator.compute_metrics(evaluator_results(queries, corpus))
     assert np.mean(ours["mrr@10"]) == pytest.approx(theirs["mrr@k"][10])
@@ -53,6 +55,7 @@ def test_matches_information_retrieval_evaluator():
     assert np.mean(ours["map@100"]) == pytest.approx(theirs["map@k"][100])
     for k in (1, 5, 10):
         assert np.mean(ours[f"recall@{k}"]) == pytest.approx(theirs["recall@k"][k])
+        assert np.mean(ours[f"accuracy@{k}"]) == pytest.approx(theirs["accuracy@k"][k])
     assert np.mean(ours["precision@10"]) == pytest.approx(theirs["precision@k"][10])
 
 

@@ -26,6 +26,8 @@ pytest.importorskip("uvicorn")
 
 import tickettune  # noqa: E402
 from tickettune.cli import main  # noqa: E402
+from tickettune.live_tickets import model_key  # noqa: E402
+from tickettune.store import Store  # noqa: E402
 
 TOKEN = "test-token-1234"
 THRESHOLD = 0.9999  # only a text scored against itself passes it with the tiny random model
@@ -113,7 +115,8 @@ def one_line_error(response, status: int) -> str:
 def test_health_needs_no_token(server, setup):
     health = httpx.get(f"{server.url}/health").json()
     assert health == {"status": "ok", "model": str(setup["model"]), "tickets": 60, "threshold": THRESHOLD,
-                      "version": tickettune.__version__, "batching": True, "auth": True, "encoder": "PyTorch"}
+                      "version": tickettune.__version__, "batching": True, "auth": True, "sync": None,
+                      "encoder": "PyTorch"}
 
 
 @pytest.mark.parametrize("path, body", [("/similar", {"text": "vpn"}), ("/embed", {"texts": ["vpn"]}),
@@ -220,11 +223,12 @@ def test_added_tickets_are_found_and_updated_without_re_encoding_the_others(api,
     hit = api.post("/similar", json={"text": "walrus stapler rewritten\nsecond line", "k": 1}).json()["results"][0]
     assert hit["number"] == number and hit["text"] == "walrus stapler rewritten\nsecond line" and hit["group"] is None
     assert api.post("/similar", json={"number": "INC0099001", "k": 3}).status_code == 200
-    # The file's cached index is untouched; the store holds just the posted tickets' vectors.
+    # The file's cached index is untouched; the store holds just the posted tickets and their vectors.
     assert {p: p.stat().st_mtime_ns for p in cache_files} == cache_files
-    store = Path(f"{setup['root'] / 'incidents.csv'}.added")
-    (vectors,) = store.glob("vectors-*.bin")
-    assert vectors.stat().st_size == 2 * (8 + 32 * 4)
+    store = Store.open(f"{setup['root'] / 'incidents.csv'}.added")
+    assert [c.number for c in store.changes()] == ["INC0099001", number]
+    vectors = store.vectors(model_key(setup["model"]), ["INC0099001", number])
+    assert {n: len(v) for n, (_, v) in vectors.items()} == {"INC0099001": 32, number: 32}
 
 
 def test_page_in_a_headless_browser(server, api, setup):
@@ -333,3 +337,10 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
     assert "pip install 'tickettune[serve]'" in error(args)
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    assert "--every 5 minutes: expected a time such as 30s" in error([*args, "--sync-from", "https://x", "--every",
+                                                                     "5 minutes"])
+    for name in ("USER", "PASSWORD", "CLIENT_ID", "CLIENT_SECRET", "TOKEN"):
+        monkeypatch.delenv(f"SERVICENOW_{name}", raising=False)
+    assert "no ServiceNow credentials in the environment" in error([*args, "--sync-from", "https://x"])
+    assert "mysql databases are not supported" in error([*args, "--store", "mysql://u@h/db"])

@@ -70,7 +70,7 @@ def test_representative_pairs_are_not_mined():
 
 
 def test_group_training_is_judged_on_retrieval_first(tiny_model, sample_pairs, tmp_path):
-    config = resolve_config("recommended", sets=KNOBS, model_name=str(tiny_model))
+    config = resolve_config("recommended-lora", sets=KNOBS, model_name=str(tiny_model))
     assert config.loss == "batch_all_triplet" and config.eval_metric == "precision@10"
     result = train(config, sample_pairs, tmp_path / "run", show_progress=False)
     assert list(result.metrics) == ["retrieval", "representative", "hard"]
@@ -94,7 +94,7 @@ def test_group_training_is_judged_on_retrieval_first(tiny_model, sample_pairs, t
 
 @pytest.mark.parametrize("loss", ["group_mnrl", "group_gist", "batch_hard_soft_margin_triplet"])
 def test_other_group_losses_train(tiny_model, sample_pairs, tmp_path, loss):
-    config = resolve_config("recommended", sets=KNOBS + [f"loss={loss}", "update_scales=[1]", "phase_epochs=[0.3]"],
+    config = resolve_config("recommended-lora", sets=KNOBS + [f"loss={loss}", "update_scales=[1]", "phase_epochs=[0.3]"],
                             model_name=str(tiny_model))
     result = train(config, sample_pairs, tmp_path / loss, show_progress=False)
     assert result.log["total_steps"] > 0 and "retrieval" in result.metrics
@@ -110,7 +110,7 @@ def test_update_scale_zero_is_the_untuned_model(tiny_model, sample_pairs, tmp_pa
     pairs = load_pairs(sample_pairs).test.head(20)
     model = load_model(str(tiny_model), 32)
     untuned = pair_scores(model, pairs)
-    config = resolve_config("recommended", sets=KNOBS, model_name=str(tiny_model))
+    config = resolve_config("recommended-lora", sets=KNOBS, model_name=str(tiny_model))
     scaler = UpdateScaler(model, lora=True)
     add_lora(model, config)
     for name, param in model.named_parameters():

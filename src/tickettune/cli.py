@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,6 +29,9 @@ PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library'
 ENCODER_HELP = ("encoder: torch (PyTorch weights), onnx (an ONNX file on ONNX Runtime, from tickettune export --onnx) "
                 "or auto (onnx for an export folder with an ONNX file, its int8 one first)")
 ONNX_FILE_HELP = "ONNX file to run, relative to the model folder (e.g. onnx/model.onnx); implies --backend onnx"
+PROBE_HELP = ("same-problem probe: a ticket file whose groups are filed duplicates (e.g. a duplicate-linked export); "
+              "its duplicates' MRR@10 and accuracy@10 are reported beside retrieval (repeatable)")
+PROBE_GROUP_HELP = "the duplicate column of the --probe files: once for all, or once per probe (default problem_id)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune sentence-embedding models on IT tickets with LoRA and curriculum learning.")
@@ -41,8 +45,9 @@ def presets() -> None:
     from .config import PRESET_NOTES, PRESETS, TrainConfig
 
     configs = {name: TrainConfig(**values) for name, values in PRESETS.items()}
-    keys = ["lr", "phase_epochs", "warmup_steps", "warmup_ratio", "batch_size", "max_seq_length", "lora_r", "lora_alpha",
-            "lora_dropout", "loss", "weight_decay", "scheduler", "eval_subset", "use_lora"]
+    keys = ["stage", "label_kind", "head_epochs", "head_lr", "head_margin", "head_keep_weight", "head_temperature",
+            "lr", "phase_epochs", "warmup_steps", "warmup_ratio", "batch_size", "max_seq_length", "lora_r", "lora_alpha",
+            "lora_dropout", "loss", "weight_decay", "scheduler", "eval_subset", "use_lora", "update_scales"]
     table = Table(title="tickettune presets (every other knob: `tickettune train --help`)")
     table.add_column("knob")
     for name in configs:
@@ -81,15 +86,21 @@ def evaluate(
                                                "directory) to check the test texts against; default: the fingerprints "
                                                "`train` stored in the model folder"),
     allow_leakage: bool = typer.Option(False, help="evaluate even when test texts were among the model's training texts"),
+    probe: Optional[List[Path]] = typer.Option(None, "--probe", help=PROBE_HELP),
+    probe_group: Optional[List[str]] = typer.Option(None, "--probe-group", help=PROBE_GROUP_HELP),
 ) -> None:
-    """Judge a model (and a baseline): retrieval on held-out tickets, then pair sets; bootstrap intervals of each change."""
+    """Judge a model (and a baseline): retrieval on held-out tickets, same-problem probes, then pair sets; bootstrap
+    intervals of each change."""
     from .evaluate import run_evaluation
 
     if json_path is not None and json_path.exists() and not overwrite:
         raise UserError(f"{json_path} already exists; pass --overwrite to replace it or choose another --json")
     with console.status("loading and encoding"):
-        results = run_evaluation(model, pairs, tickets, group_by, text_column, baseline, max_seq_length, queries, folds,
-                                 resamples, seed, out, overwrite, train_pairs, allow_leakage, say=console.print)
+        results = run_evaluation(model, pairs=pairs, tickets=tickets, group_by=group_by, text_columns=text_column,
+                                 probes=probe, probe_groups=probe_group, baseline=baseline,
+                                 max_seq_length=max_seq_length, queries=queries, folds=folds, resamples=resamples,
+                                 seed=seed, out=out, overwrite=overwrite, train_pairs=train_pairs,
+                                 allow_leakage=allow_leakage, say=console.print)
     _print_results(results, about=f" ({model})", compared=bool(baseline))
     if json_path is not None:
         from .jsonio import write_json
@@ -124,12 +135,20 @@ def train(
                                            "column are similar (default problem_id)"),
     text_column: Optional[List[str]] = typer.Option(None, "--text-column", help="with --tickets: column(s) that make "
                                                     "the text (default short_description,description)"),
+    budget: Optional[str] = typer.Option(None, "--budget", help="time the run may take on this machine, e.g. 15m, 90s, "
+                                         "1h (head stage: measured throughput -> train tickets and epochs; default 15m)"),
+    probe: Optional[List[Path]] = typer.Option(None, "--probe", help=PROBE_HELP),
+    probe_group: Optional[List[str]] = typer.Option(None, "--probe-group", help=PROBE_GROUP_HELP),
 ) -> None:
-    """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
+    """Fine-tune (a head on the frozen encoder, or the encoder over curriculum phases); writes OUT/model, config.yaml,
+    training_log.json/.csv, metrics.json and the report."""
     from .train import run_train
 
-    result = run_train(out, pairs, train_file, eval_file, test_file, tickets, group_by, text_column, preset, config_file,
-                       sets, model, phases, overwrite, resume, merge, allow_leakage, status=console.status)
+    result = run_train(out, pairs=pairs, train_file=train_file, eval_file=eval_file, test_file=test_file,
+                       tickets=tickets, group_by=group_by, text_columns=text_column, preset=preset,
+                       config_file=config_file, sets=sets, model=model, budget=budget, probes=probe,
+                       probe_groups=probe_group, phases=phases, overwrite=overwrite, resume=resume, merge=merge,
+                       allow_leakage=allow_leakage, status=console.status)
     if result.metrics:
         _print_results(result.metrics, about=f": {result.config.model_name} tuned vs untuned")
         console.print(f"results written to {result.out} ({', '.join(result.files)})")
@@ -175,8 +194,13 @@ def serve(
                                         help="require 'Authorization: Bearer TOKEN' on every endpoint but /health"),
     threshold: Optional[float] = typer.Option(None, help="mark scores at or above this as duplicates (default: "
                                                            "model.threshold in metrics.json beside the model folder)"),
-    store: Optional[Path] = typer.Option(None, help="folder keeping the tickets added through POST /tickets "
-                                                     "(default: FILE.added beside the ticket file)"),
+    store: Optional[str] = typer.Option(None, help="where tickets added or synced are kept: a folder (SQLite file "
+                                                    "store.sqlite inside), a .sqlite file, or postgresql://USER@HOST/DB "
+                                                    "(default: the folder FILE.added beside the ticket file)"),
+    sync_from: Optional[str] = typer.Option(None, help="keep the tickets in step with this ServiceNow instance (URL, "
+                                                        "or a Table API URL with sysparm_query); credentials from "
+                                                        "SERVICENOW_* variables"),
+    every: str = typer.Option("5m", help="with --sync-from: how often to read the instance's changes (30s, 5m, 1h)"),
     cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
     text_column: Optional[str] = typer.Option(None, help="column holding the ticket text (default: the reader's choice)"),
     group_column: Optional[str] = typer.Option(None, help="column returned as a result's group (default: assignment_group)"),
@@ -188,18 +212,62 @@ def serve(
     backend: str = typer.Option("auto", "--backend", help=ENCODER_HELP),
     onnx_file: Optional[str] = typer.Option(None, help=ONNX_FILE_HELP),
 ) -> None:
-    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
+    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, /sync, GET /health, a page at /, docs at /docs."""
     import importlib.util
 
-    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn")):
-        raise UserError("tickettune serve needs fastapi and uvicorn, which are not installed; pip install 'tickettune[serve]'")
+    if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn", "sqlalchemy")):
+        raise UserError("tickettune serve needs fastapi, uvicorn and sqlalchemy, which are not all installed; "
+                        "pip install 'tickettune[serve]'")
     from .serve import ServeSettings, run_server
 
-    settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
+    from .sync import parse_every
+
+    settings = ServeSettings(model=model, tickets=str(tickets), store=store or f"{tickets}.added",
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
-                             threads=threads, index=index, model_backend=backend, onnx_file=onnx_file)
+                             threads=threads, index=index, sync_from=sync_from, sync_every=parse_every(every),
+                             model_backend=backend, onnx_file=onnx_file)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
+
+
+@app.command()
+def pull(
+    instance: str = typer.Option(..., "--instance", envvar="SERVICENOW_INSTANCE", show_envvar=True,
+                                 help="instance URL, e.g. https://acme.service-now.com"),
+    out: Path = typer.Option(..., "--out", "-o", help="ticket file to write (Table API JSON, with the pull's mark)"),
+    table: str = typer.Option("incident", help="table to read"),
+    query: str = typer.Option("", help="encoded query, e.g. 'active=true^assignment_group.name=Network' (copy it "
+                                       "from a list view: right-click the breadcrumb > Copy query)"),
+    fields: Optional[str] = typer.Option(None, help="comma-separated fields to read (default: number, texts, group, "
+                                                    "state, problem and resolution fields)"),
+    since_last: bool = typer.Option(False, help="read only what changed since FILE's pull and merge it in"),
+    page_size: int = typer.Option(1000, help="records per request (the Table API allows up to 10,000)"),
+) -> None:
+    """Read incidents from a ServiceNow instance (credentials from SERVICENOW_* variables; see the README)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .pull import Source, pull as run_pull
+    from .servicenow import Credentials, TableClient
+
+    wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    source = Source(instance=instance, table=table, query=query, fields=wanted, page_size=page_size)
+    terminal = err_console.is_terminal
+    said = [0.0]
+    with TableClient(instance, Credentials.from_environment()) as client, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=err_console, transient=True, disable=not terminal) as progress:
+        task = progress.add_task(f"reading {table}", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total if total >= 0 else None)
+            if not terminal and time.monotonic() - said[0] > 10:  # a log gets a line now and then instead of a bar
+                said[0] = time.monotonic()
+                err_console.print(f"reading {table}: {done} of {total if total >= 0 else '?'} records", markup=False)
+
+        summary = run_pull(client, source, out, since_last=since_last, progress=update)
+    console.print(f"{out}: {summary.records} records ({summary.changed} new or changed, {summary.removed} removed; "
+                  f"{summary.received} received in {summary.requests} requests, {summary.retries} retried) "
+                  f"in {summary.seconds:.1f} s", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -385,6 +453,15 @@ def demo(
     started = time.perf_counter()
     result = run_demo(config, out, overwrite, seed=seed, say=console.print)
     _print_results(result.metrics, about=": untuned vs fine-tuned")
+    search = result.metrics.get("retrieval")
+    if search is not None:
+        from .report import fmt_ci
+
+        console.print(f"same-problem check: {search['model']['n_queries']} held-out incidents each searched "
+                      f"{search['model']['n_corpus']} held-out incidents for the other incidents of its problem "
+                      f"(problem_id); MRR@10 {search['baseline']['mrr@10']:.3f} -> {search['model']['mrr@10']:.3f} "
+                      f"{fmt_ci(search, 'mrr@10')}, precision@10 {search['baseline']['precision@10']:.3f} -> "
+                      f"{search['model']['precision@10']:.3f} {fmt_ci(search, 'precision@10')}")
     console.print(f"done in {(time.perf_counter() - started) / 60:.1f} min; open {out / 'report.html'}")
 
 
@@ -406,6 +483,13 @@ def estimate(
     check_phase_mode(phases)
     config = resolve_config(preset, None, sets, tickets=has_train_tickets(pairs), model_name=model)
     data = load_pairs(pairs)
+    if config.stage == "head":
+        from .head_training import describe_rate, estimate_head
+
+        with console.status(f"timing {config.model_name}'s encoding on this machine"):
+            throughput, plan = estimate_head(config, data)
+        console.print(f"head stage, {config.model_name} ({describe_rate(throughput)}): {plan.describe()}")
+        return
     with console.status(f"timing {steps} training steps of {config.model_name}"):
         result = estimate_run(config, data, steps, phases)
     console.print(estimate_table(result, f"Estimated training time on this machine: {preset or 'default preset'}, "
@@ -440,8 +524,10 @@ def sweep(
 
     if best_config is not None and best_config.exists() and not overwrite:
         raise UserError(f"{best_config} already exists; pass --overwrite to replace it or choose another --best-config")
-    base = resolve_config(preset, config_file, sets, tickets=has_train_tickets(pairs), model_name=model,
-                          pairs_dir=str(pairs.resolve()))
+    tickets = has_train_tickets(pairs)
+    if preset is None and config_file is None and tickets:  # the default ticket recipe trains a head: nothing to sweep
+        preset = "recommended-lora"
+    base = resolve_config(preset, config_file, sets, tickets=tickets, model_name=model, pairs_dir=str(pairs.resolve()))
     space = SearchSpace(epochs=(1, max_epochs), fixed=tuple(parse_set(sets)))
     runner = Sweep(base, pairs, storage, study_name, space, out, allow_leakage=allow_leakage)
     err_console.print(f"study '{study_name}': {len(runner.study.trials)} trials so far; this worker runs {trials}",

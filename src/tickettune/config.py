@@ -23,6 +23,9 @@ SCHEDULERS = ("constant_with_warmup", "linear", "warmup_cosine")
 PHASES = ("easy", "medium", "hard")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # the packaged model (tickettune[offline]): every default names it
 PHASE_MODES = ("keep", "single", "difficulty")  # what `train --phases` does with the train pairs' phases
+# What `train` tunes: the encoder's weights (LoRA or full), or a linear head on its frozen, cached vectors (head.py).
+STAGES = ("encoder", "head")
+LABEL_KINDS = ("auto", "coarse", "problem")  # what the groups are evidence of (head.py)
 
 
 class TrainConfig(BaseModel):
@@ -59,6 +62,28 @@ class TrainConfig(BaseModel):
     hybrid_pair_loss: Literal[HYBRID_PAIR_LOSSES] = Field(
         "cosent", description="hybrid loss: the pair loss mixed with MNRL")
     margin: Optional[float] = Field(None, gt=0, description="margin of contrastive/triplet losses (library default when unset)")
+    stage: Literal[STAGES] = Field("encoder", description="what trains: the encoder (LoRA or full fine-tuning) or a "
+                                   "linear head on its frozen vectors, cached on disk (every train ticket for one "
+                                   "encoding pass)")
+    label_kind: Literal[LABEL_KINDS] = Field("auto", description="head stage: groups are coarse (topic, category: "
+                                             "evidence of difference only) or problem links (problem_id, duplicates: "
+                                             "evidence of sameness); auto: problem for 30+ small groups")
+    head_epochs: int = Field(20, ge=1, le=1000, description="head stage: epochs over the train tickets' vectors")
+    head_lr: float = Field(1e-3, gt=0, le=1, description="head stage: Adam learning rate")
+    head_batch_size: int = Field(256, ge=8, le=65536, description="head stage: tickets per step")
+    head_margin: float = Field(0.1, ge=-1, le=1, description="head stage, coarse labels: cosine below which tickets "
+                                                              "of different groups are pushed")
+    head_keep_weight: float = Field(1.0, ge=0, le=100, description="head stage: weight of keeping the untuned "
+                                                                    "encoder's cosines where the labels say nothing")
+    head_temperature: float = Field(0.1, gt=0, le=1, description="head stage, problem links: InfoNCE temperature")
+    head_eval_metric: Literal[("auto",) + PAIR_EVAL_METRICS + RETRIEVAL_EVAL_METRICS] = Field(
+        "auto", description="head stage: eval metric that keeps the best epoch and update scale; auto: mrr@10 for "
+                            "problem links (a duplicate first), precision@10 for coarse groups")
+    budget_minutes: Optional[float] = Field(None, gt=0, le=100000, description="head stage: minutes the run may take "
+                                            "on this machine (measured throughput -> train tickets and epochs); "
+                                            "15 when unset")
+    vector_cache: Optional[str] = Field(None, description="head stage: folder of cached encoder vectors "
+                                        "(default $TICKETTUNE_VECTOR_CACHE or ~/.cache/tickettune/vectors)")
     eval_steps: Optional[int] = Field(None, ge=1, description="evaluate every N steps (always at the end of each phase)")
     eval_subset: Optional[int] = Field(None, ge=1, description="eval pairs used during training; all when unset")
     eval_metric: Literal[PAIR_EVAL_METRICS + RETRIEVAL_EVAL_METRICS] = Field(
@@ -121,6 +146,12 @@ class TrainConfig(BaseModel):
 
 FIELDS = tuple(TrainConfig.model_fields)
 
+
+def trains_on_tickets(config: TrainConfig) -> bool:
+    """Whether a run learns from labelled tickets (the head stage, group losses) rather than from pairs: then no
+    model-scored curriculum pairs are needed and their difficulty can be lexical."""
+    return config.stage == "head" or config.loss in GROUP_LOSSES
+
 # The seed notebook's recipes, with the values its guide gave. `recommended` is what
 # benchmarks/recipes.py measured to win (see README "Which recipe wins").
 _V2: dict[str, Any] = dict(
@@ -136,6 +167,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "lora_alpha": 64, "lora_dropout": 0.05, "max_seq_length": 256, "eval_subset": None},
     "hard-focus": {**_V2, "phase_epochs": [2, 3, 10], "lr": 4e-5, "warmup_steps": 300, "eval_subset": None},
     "recommended": dict(
+        stage="head", label_kind="auto", head_epochs=20, head_lr=1e-3, head_batch_size=256, head_margin=0.1,
+        head_keep_weight=1.0, head_temperature=0.1, head_eval_metric="auto", max_seq_length=256, eval_tickets=2000,
+        retrieval_queries=1000, update_scales=[0.25, 0.5, 0.75, 1.0],
+    ),
+    "recommended-lora": dict(
         lr=2e-4, phase_epochs=[1, 1, 1], max_train_tickets=2000, warmup_ratio=0.1, batch_size=64, groups_per_batch=8,
         max_seq_length=64, lora_r=16, lora_alpha=32, lora_dropout=0.1, loss="batch_all_triplet",
         scheduler="warmup_cosine", weight_decay=0.01, eval_subset=200, eval_tickets=1000, eval_metric="precision@10",
@@ -152,7 +188,9 @@ PRESET_NOTES = {
     "conservative": "guide option 1 + MNRL loss",
     "aggressive": "guide option 2",
     "hard-focus": "guide option 3",
-    "recommended": "tickets with groups: what benchmarks/recipes.py measured to win at search",
+    "recommended": "tickets with groups: a linear head on the frozen encoder's cached vectors, every train ticket the "
+                   "budget allows (benchmarks/recipes.py: better search without losing duplicates)",
+    "recommended-lora": "tickets with groups, LoRA on the encoder (last round's recommended; loses duplicates on topic labels)",
     "recommended-pairs": "pair files without tickets (e.g. graded STS scores)",
 }
 DEFAULT_PRESET = "recommended"

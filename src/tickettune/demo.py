@@ -1,4 +1,4 @@
-"""The main job on the built-in sample: incidents -> split tickets and pairs -> LoRA training -> judged on search.
+"""The main job on the built-in sample: incidents -> split tickets and pairs -> training -> judged on search.
 
 Needs no files and no network: the incidents are synthetic (sample.py), the model is the packaged
 all-MiniLM-L6-v2. OUT ends up holding the sample, its pairs and everything `train` writes.
@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import GROUP_LOSSES, TrainConfig
+from .config import GROUP_LOSSES, TrainConfig, trains_on_tickets
 from .errors import atomic_output_dir
 
 SAMPLE_FILE = "sample_incidents.csv"
@@ -46,14 +46,20 @@ def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: Demo
         # by the untuned model already (precision@10 0.995), so there would be nothing to measure.
         options = PairOptions(seed=seed, pairs_per_phase=size.pairs_per_phase, eval_pairs=size.eval_pairs,
                               test_pairs=size.test_pairs, model=config.model_name, split_by="ticket",
-                              difficulty="tfidf" if config.loss in GROUP_LOSSES else "model")
+                              difficulty="tfidf" if trains_on_tickets(config) else "model")
         pairset = build_pairs(tickets, options, config.model_name)
         write_pair_dir(pairset, tmp / PAIRS_DIR, command=f"tickettune demo (seed {seed})")
         say(f"2/3  split by ticket (grouped by problem_id): held-out tickets and test pairs written to {out / PAIRS_DIR}")
         for table in summary_tables(pairset.datacard):
             say(table)
-        say(f"3/3  training {config.model_name} with LoRA ({config.loss}, lr {config.lr:g}, "
-            f"epochs {'/'.join(f'{e:g}' for e in config.phase_epochs)}), then searching the held-out tickets")
+        if config.stage == "head":
+            say(f"3/3  training a linear head on the frozen {config.model_name}'s vectors of the train incidents "
+                "(grouped by problem_id: links of the same problem), then searching the held-out incidents for "
+                "their problem's other incidents: the same-problem check")
+        else:
+            say(f"3/3  training {config.model_name} with LoRA ({config.loss}, lr {config.lr:g}, "
+                f"epochs {'/'.join(f'{e:g}' for e in config.phase_epochs)}), then searching the held-out incidents for "
+                "their problem's other incidents: the same-problem check")
         if config.loss in GROUP_LOSSES and (config.max_train_tickets or size.train_tickets + 1) > size.train_tickets:
             config = config.model_copy(update={"max_train_tickets": size.train_tickets})
         result = train(config, from_pairset(pairset, str(out / PAIRS_DIR)), tmp / "run", overwrite=True)

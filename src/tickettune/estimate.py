@@ -132,7 +132,7 @@ def estimate_run(config: TrainConfig, pairs: TrainingPairs, steps: int = 5, phas
     # Evaluation encodes each distinct text of the set once (evaluate.texts_of).
     per_text = evaluator.seconds / len(set(texts_of([evaluator.pairs], evaluator.tickets)))
     sets = pairs.test_sets()
-    test_texts = len(set(texts_of(list(sets.pairs.values()), sets.tickets)))
+    test_texts = len(set(sets.texts()))
     return RunEstimate(estimates, evaluation_count(plan, config.eval_steps), evaluator.seconds,
                        2 * per_text * test_texts, [float(s) for s in seconds])
 

@@ -171,13 +171,18 @@ class TestSets:
 
     tickets: pd.DataFrame | None = None
     pairs: dict[str, pd.DataFrame] = field(default_factory=dict)
+    probes: dict[str, pd.DataFrame] = field(default_factory=dict)  # same-problem probes (probes.py): name -> text, group
 
     def __post_init__(self) -> None:
         self.pairs = {name: self.pairs[name] for name in SET_ORDER if name in self.pairs}
 
     def frames(self) -> list[pd.DataFrame]:
-        """Every set's table (pair sets, then the tickets): what a leakage check reads."""
-        return list(self.pairs.values()) + ([] if self.tickets is None else [self.tickets])
+        """Every set's table (pair sets, the tickets, the probes): what a leakage check reads."""
+        return list(self.pairs.values()) + ([] if self.tickets is None else [self.tickets]) + list(self.probes.values())
+
+    def texts(self) -> list[str]:
+        """Every text of every set, repeats included: one encode call over them encodes each once."""
+        return texts_of(list(self.pairs.values()), self.tickets) + [t for p in self.probes.values() for t in p["text"]]
 
     @property
     def headline(self) -> str | None:
@@ -204,18 +209,21 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
     """Score `model` (and `baseline`, loaded models or None) on every set; returns each set's
     `{"model", "baseline", "change"}` result by name (retrieval first) and the raw scores behind them by set and
     side: each pair's cosine, and for retrieval each query's metrics (for comparing runs query by query)."""
+    from .probes import probe_key
+
     results: dict[str, dict[str, Any]] = {}
     scores: dict[str, dict[str, np.ndarray]] = {}
-    texts = texts_of(list(sets.pairs.values()), sets.tickets)
+    texts = sets.texts()
     vectors = {side: encode_texts(m, texts, batch_size, show_progress)
                for side, m in (("model", model), ("baseline", baseline)) if m is not None}
-    if sets.tickets is not None:
-        rows = query_rows(sets.tickets["group"], queries, seed)
+    searched = ([("retrieval", sets.tickets, queries)] if sets.tickets is not None else []) + \
+        [(probe_key(name), table, None) for name, table in sets.probes.items()]  # a probe's every query counts
+    for name, table, limit in searched:
+        rows = query_rows(table["group"], limit, seed)
         if len(rows):
-            per_query = {side: retrieval_scores(v, sets.tickets, rows) for side, v in vectors.items()}
-            results["retrieval"] = compare_retrieval(per_query["model"], per_query.get("baseline"), len(sets.tickets),
-                                                     resamples, seed)
-            scores["retrieval"] = per_query
+            per_query = {side: retrieval_scores(v, table, rows) for side, v in vectors.items()}
+            results[name] = compare_retrieval(per_query["model"], per_query.get("baseline"), len(table), resamples, seed)
+            scores[name] = per_query
     for name, pairs in sets.pairs.items():
         scores[name] = {side: pair_cosines(v, pairs) for side, v in vectors.items()}
         results[name] = compare(pairs["label"].to_numpy(float), scores[name]["model"], scores[name].get("baseline"),
@@ -223,15 +231,17 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
     return results, scores
 
 
-def test_sets_from(pairs: str | Path | None = None, tickets: pd.DataFrame | None = None) -> TestSets:
+def test_sets_from(pairs: str | Path | None = None, tickets: pd.DataFrame | None = None,
+                   probes: dict[str, pd.DataFrame] | None = None) -> TestSets:
     """The sets `evaluate` judges on: a pair file (its pairs), a `tickettune pairs` directory (representative and
     hard pairs, and its test tickets), and/or a ticket table (text, group) for retrieval, which takes precedence
-    over the directory's tickets."""
+    over the directory's tickets; and same-problem probes (probes.read_probes)."""
     from .pairs_io import pair_file, read_pair_dir_extras, read_pairs
     from .retrieval import check_retrieval_tickets
 
-    if pairs is None and tickets is None:
-        raise UserError("nothing to evaluate on; pass --pairs FILE|DIR and/or --tickets FILE --group-by COLUMN")
+    if pairs is None and tickets is None and not probes:
+        raise UserError("nothing to evaluate on; pass --pairs FILE|DIR, --tickets FILE --group-by COLUMN and/or "
+                        "--probe FILE")
     sets: dict[str, pd.DataFrame] = {}
     folder_tickets = None
     if pairs is not None:
@@ -247,7 +257,7 @@ def test_sets_from(pairs: str | Path | None = None, tickets: pd.DataFrame | None
     tickets = tickets if tickets is not None else folder_tickets
     if tickets is not None:
         check_retrieval_tickets(tickets["group"], "the test tickets")
-    return TestSets(tickets, sets)
+    return TestSets(tickets, sets, dict(probes or {}))
 
 
 def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = None, max_seq_length: int | None = None,
@@ -267,11 +277,15 @@ def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = 
     return judge(model, base, sets, queries, folds, resamples, seed, batch_size, show_progress)
 
 
-def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | None, group_by: str | None,
-                   text_columns: Sequence[str] | None, baseline: str | None, max_seq_length: int | None,
-                   queries: int | None, folds: int, resamples: int, seed: int, out: Path | None, overwrite: bool,
-                   train_pairs: str | Path | None, allow_leakage: bool, say=print) -> dict[str, dict[str, Any]]:
-    """The `evaluate` command: read the sets, refuse leaked test texts, judge, and write OUT's report when asked."""
+def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str | Path | None = None,
+                   group_by: str | None = None, text_columns: Sequence[str] | None = None,
+                   probes: Sequence[str | Path] | None = None, probe_groups: Sequence[str] | None = None,
+                   baseline: str | None = None, max_seq_length: int | None = None, queries: int | None = 1000,
+                   folds: int = 5, resamples: int = 1000, seed: int = 0, out: Path | None = None,
+                   overwrite: bool = False, train_pairs: str | Path | None = None, allow_leakage: bool = False,
+                   say=print) -> dict[str, dict[str, Any]]:
+    """The `evaluate` command: read the sets, refuse leaked test texts, judge, and write OUT's report when asked.
+    `probes` are same-problem probe files (probes.read_probes; `probe_groups` their duplicate columns)."""
     from .errors import atomic_output_dir, check_output_dir
     from .jsonio import write_json
     from .leakage import guard_evaluation
@@ -286,7 +300,9 @@ def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | N
         from .tickets import read_tickets
 
         table = read_tickets(tickets, text_columns, group_by)[["text", "group"]]
-    sets = test_sets_from(pairs, table)
+    from .probes import read_probes
+
+    sets = test_sets_from(pairs, table, read_probes(probes, probe_groups))
     if not allow_leakage:
         say(guard_evaluation(model, pd.concat(sets.frames(), ignore_index=True), train_pairs), style="dim")
     results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed)
@@ -295,7 +311,8 @@ def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | N
         with atomic_output_dir(out, overwrite) as tmp:
             write_json(tmp / "metrics.json", results)
             details = {"model": model, "baseline": baseline or "none", "pairs": str(pairs or "-"),
-                       "tickets searched": "-" if sets.tickets is None else len(sets.tickets)}
+                       "tickets searched": "-" if sets.tickets is None else len(sets.tickets),
+                       "same-problem probes": ", ".join(f"{n} ({len(t)} reports)" for n, t in sets.probes.items()) or "-"}
             shown = sets.pairs.get(headline) if headline else None
             write_report(tmp, ReportInputs(results, f"tickettune evaluation: {Path(model).name}",
                                            None if shown is None else shown["label"].to_numpy(float),

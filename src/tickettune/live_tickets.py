@@ -1,268 +1,306 @@
-"""The tickets a running service searches: a ticket file's, plus those added or updated through the service.
+"""The tickets a running service searches: a ticket file's, plus those added, updated or deleted through the
+service (POST /tickets, or a sync from an instance).
 
 The file's tickets are indexed as `tickettune search` indexes them, through `search.IndexCache`. That
 cache entry is never changed (the service changes its own copy in memory), so its key, a hash of the
-file's texts, stays true and `search` keeps sharing it. Tickets posted to the service are user data,
-not cache, so they live in a store folder (the service's default: FILE.added/ beside the ticket file):
+file's texts, stays true and `search` keeps sharing it. Changes are user data, not cache: they live in
+the store (`store.Store`: SQLite by default, FILE.added/store.sqlite beside the ticket file, or
+PostgreSQL), with each ticket's vector per model, so a restart encodes nothing it encoded before.
+Several processes, on one host or many, share one store: each applies the others' changes before its
+next request (`refresh`, one indexed query).
 
-- `tickets.jsonl`: each posted ticket on one line, with the `text` that was indexed; a later line of
-  the same number replaces the ticket. It is a ticket file itself (`tickettune search --tickets
-  FILE.added/tickets.jsonl`).
-- `vectors-<model>.bin`: for each line, an 8-byte hash of its text and its vector under one model, so
-  that a restart encodes nothing it encoded before. A line whose vector is missing (a crash between
-  the two writes, a new model) or whose hash differs (a hand-edited line) is encoded again.
+Adding a ticket costs its encoding and one small transaction: the columns are Python lists and the
+index grows in place (`VectorIndex.upsert`), so nothing is copied per ticket.
 
-Several server processes (`--workers N`) share one store: every write holds an exclusive lock on the
-folder, and before each search a process reads the lines the others appended (`refresh`).
+The store used to be a folder of `tickets.jsonl` and `vectors-<model>.bin`; such a folder is imported
+into the database on first start (once: the import is recorded in the same transaction) and left as it was.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 
 from .errors import UserError
-from .search import IndexCache, VectorIndex, check_tickets, model_fingerprint, with_text
+from .search import IndexCache, VectorIndex, check_tickets, model_fingerprint
+from .store import Change, Store, digest
 
 Encoder = Callable[[list[str]], np.ndarray]
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()[:8]
+def model_key(model_folder: Path) -> str:
+    return hashlib.sha256(model_fingerprint(model_folder).encode()).hexdigest()[:16]
 
 
-class TicketStore:
-    """The posted tickets (`tickets.jsonl`) and their vectors under one model; the module docstring has the layout."""
+class LegacyFolder:
+    """The folder store of earlier versions: `tickets.jsonl` (a later line of a number replaces it) and, per
+    model, `vectors-<model_key>.bin` (an 8-byte text hash and the vector, one record a line)."""
 
-    def __init__(self, folder: Path, model_folder: Path, dim: int):
-        self.folder = Path(folder)
-        self.lines_path = self.folder / "tickets.jsonl"
-        model_key = hashlib.sha256(model_fingerprint(model_folder).encode()).hexdigest()[:16]
-        self.vectors_path = self.folder / f"vectors-{model_key}.bin"
+    def __init__(self, folder: Path, model: str, dim: int):
+        self.lines = folder / "tickets.jsonl"
+        self.vectors_path = folder / f"vectors-{model}.bin"
         self.record = np.dtype([("digest", "S8"), ("vector", "<f4", (dim,))])
-        self.dim = dim
-        # How much of tickets.jsonl this process has applied; lines are numbered from 0 in vector positions.
-        self.read_bytes = 0
-        self.read_lines = 0
 
-    def _fail(self, exc: OSError) -> UserError:
-        return UserError(f"cannot use the ticket store {self.folder} ({exc.strerror or exc}); "
-                         "make it writable or pass another --store")
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        # The folder itself is the lock (flock on its descriptor), so a read-only store can still be read.
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder, os.O_RDONLY)
-        except OSError as exc:
-            raise self._fail(exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def read_new(self, encode: Encoder) -> tuple[list[dict], np.ndarray]:
-        """The tickets appended since the last call (by any process) and their vectors, encoding any that lack one."""
-        try:
-            if not self.lines_path.is_file() or self.lines_path.stat().st_size == self.read_bytes:
-                return [], np.empty((0, self.dim), np.float32)
-        except OSError as exc:
-            raise self._fail(exc) from None
-        with self._locked():
-            return self._read_new(encode)
-
-    def append(self, records: list[dict], vectors: np.ndarray, encode: Encoder) -> tuple[list[dict], np.ndarray]:
-        """Write `records` (each with its `text`) and their vectors, durably, after what other processes appended.
-
-        Returns what the others appended since this process last read (to apply before `records`).
-        """
-        with self._locked():
-            earlier = self._read_new(encode)
-            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-            try:
-                if self.lines_path.is_file() and self.lines_path.stat().st_size != self.read_bytes:
-                    # An unfinished last line: a writer died mid-line before it answered, so nobody was told it was kept.
-                    os.truncate(self.lines_path, self.read_bytes)
-                with open(self.lines_path, "ab") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            except OSError as exc:
-                raise self._fail(exc) from None
-            self._write_vectors(range(self.read_lines, self.read_lines + len(records)),
-                                [r["text"] for r in records], vectors)
-            self.read_bytes += len(data)
-            self.read_lines += len(records)
-        return earlier
-
-    def _read_new(self, encode: Encoder) -> tuple[list[dict], np.ndarray]:
-        try:
-            with open(self.lines_path, "rb") as handle:
-                handle.seek(self.read_bytes)
-                data = handle.read()
-        except FileNotFoundError:
-            return [], np.empty((0, self.dim), np.float32)
-        except OSError as exc:
-            raise self._fail(exc) from None
-        data = data[:data.rfind(b"\n") + 1]  # a line without its newline is still being written, or was never finished
-        records = []
-        for number, line in enumerate(data.splitlines(), start=self.read_lines + 1):
+    def read(self) -> tuple[list[dict], dict[int, np.ndarray]]:
+        """The tickets, latest of each number last, and the stored vector of each line whose hash matches its text."""
+        data = self.lines.read_bytes()
+        data = data[:data.rfind(b"\n") + 1]  # a line without its newline was never finished (nor acknowledged)
+        lines = []
+        for number, line in enumerate(data.splitlines(), start=1):
             try:
                 record = json.loads(line)
             except ValueError:
                 record = None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record.get("number"):
-                raise UserError(f"{self.lines_path}: line {number} is not a ticket with a number and a text; "
+                raise UserError(f"{self.lines}: line {number} is not a ticket with a number and a text; "
                                 "fix or remove that line")
-            records.append(record)
-        vectors = self._read_vectors(self.read_lines, [r["text"] for r in records], encode)
-        self.read_bytes += len(data)
-        self.read_lines += len(records)
-        return records, vectors
-
-    def _read_vectors(self, start: int, texts: list[str], encode: Encoder) -> np.ndarray:
-        stored = np.empty(0, self.record)
+            lines.append(record)
+        stored = {}
         if self.vectors_path.is_file():
-            stored = np.fromfile(self.vectors_path, self.record, count=len(texts),
-                                 offset=start * self.record.itemsize) if texts else stored
-        vectors = np.zeros((len(texts), self.dim), np.float32)
-        digests = np.array([_digest(t) for t in texts], dtype="S8")
-        have = np.zeros(len(texts), bool)
-        have[:len(stored)] = stored["digest"] == digests[:len(stored)]
-        vectors[:len(stored)][have[:len(stored)]] = stored["vector"][have[:len(stored)]]
-        missing = np.flatnonzero(~have)
-        if len(missing):
-            vectors[missing] = encode([texts[i] for i in missing])
-            self._write_vectors(start + missing, [texts[i] for i in missing], vectors[missing])
-        return vectors
-
-    def _write_vectors(self, positions, texts: list[str], vectors: np.ndarray) -> None:
-        records = np.zeros(len(texts), self.record)
-        records["digest"] = [_digest(t) for t in texts]
-        records["vector"] = vectors
-        try:
-            with open(self.vectors_path, "r+b" if self.vectors_path.is_file() else "w+b") as handle:
-                for position, record in zip(positions, records):
-                    handle.seek(int(position) * self.record.itemsize)  # past the end leaves zeros: hashes that never match
-                    handle.write(record.tobytes())
-        except OSError as exc:
-            raise self._fail(exc) from None
+            found = np.fromfile(self.vectors_path, self.record, count=min(len(lines), self.vectors_path.stat().st_size
+                                                                       // self.record.itemsize))
+            for i, item in enumerate(found):
+                if item["digest"] == digest(lines[i]["text"]):
+                    stored[i] = item["vector"]
+        return lines, stored
 
 
 class LiveTickets:
-    """Tickets with their index, to search and to add to or update while serving.
+    """Tickets with their index, to search and to change while serving.
 
-    Not thread-safe: the service makes every call from its one model thread.
+    Input: the file's tickets (a DataFrame with `text`, `number` and any other columns), their index, an open
+    `Store` and the encoder. Not thread-safe: the service makes every call from its one model thread.
     """
 
-    def __init__(self, tickets: pd.DataFrame, index: VectorIndex, store: TicketStore, encode: Encoder,
+    def __init__(self, tickets: pd.DataFrame, index: VectorIndex, store: Store, encode: Encoder, model: str,
                  text_column: Optional[str] = None):
-        self.tickets = tickets
+        self.columns: dict[str, list] = {c: tickets[c].tolist() for c in tickets.columns}
+        self.n_rows = len(tickets)
         self.index = index
         self.store = store
         self.encode = encode
+        self.model = model
         self.text_column = text_column
+        self.seq = 0
+        self.deleted: set[int] = set()
         self.rows_of: dict[str, list[int]] = {}
-        for row, number in enumerate(tickets["number"]):
+        self._frame: Optional[pd.DataFrame] = None
+        for row, number in enumerate(self.columns["number"]):
             if number:
                 self.rows_of.setdefault(number, []).append(row)
 
     @classmethod
-    def open(cls, tickets: pd.DataFrame, model_folder: Path, encode: Encoder, store_dir: Path,
+    def open(cls, tickets: pd.DataFrame, model_folder: Path, encode: Encoder, store: str,
              cache_dir: Optional[Path] = None, text_column: Optional[str] = None,
              backend: str = "auto") -> tuple["LiveTickets", bool]:
-        """The file's tickets from the index cache (built if missing) plus the store's; and whether the index was cached."""
+        """The file's tickets from the index cache (built if missing) plus the store's; and whether the index was cached.
+
+        `store` is a folder, a SQLite file or a database URL (`store.store_url`).
+        """
         tickets = check_tickets(tickets)
         if "number" not in tickets.columns:
             tickets["number"] = ""
         index, cached = IndexCache(cache_dir).load_or_build(model_folder, list(tickets["text"]), encode, backend,
                                                             writable=True)
-        live = cls(tickets, index, TicketStore(store_dir, model_folder, index.vectors.shape[1]), encode, text_column)
+        live = cls(tickets, index, Store.open(str(store)), encode, model_key(model_folder), text_column)
+        live.import_legacy()
         live.refresh()
         return live, cached
 
     def __len__(self) -> int:
-        return len(self.tickets)
+        return self.n_rows - len(self.deleted)
+
+    @property
+    def tickets(self) -> pd.DataFrame:
+        """Every row (deleted ones too: see `deleted`) as a DataFrame, built when asked after a change."""
+        if self._frame is None:
+            self._frame = pd.DataFrame(self.columns, dtype=object)
+        return self._frame
+
+    def frame(self, rows) -> pd.DataFrame:
+        """The given rows only, as a DataFrame (cheap whatever the number of tickets)."""
+        rows = [int(r) for r in rows]
+        return pd.DataFrame({c: [values[r] for r in rows] for c, values in self.columns.items()}, dtype=object)
+
+    def number_of_sys_id(self) -> dict[str, str]:
+        """sys_id -> number of the live tickets that came from an instance (they carry its sys_id)."""
+        sys_ids = self.columns.get("sys_id")
+        if sys_ids is None:
+            return {}
+        return {sys_id: self.columns["number"][row] for row, sys_id in enumerate(sys_ids)
+                if sys_id and row not in self.deleted and self.columns["number"][row]}
+
+    # --- changes ---
+
+    def import_legacy(self) -> None:
+        """Move an old folder store's tickets (and this model's vectors) into the database, once."""
+        folder = self.store.folder
+        if folder is None or not (folder / "tickets.jsonl").is_file():
+            return
+        legacy = LegacyFolder(folder, self.model, int(self.index.vectors.shape[1]))
+        once = f"imported {legacy.lines.resolve()}"
+        if self.store.has_key(once):
+            return
+        lines, stored = legacy.read()
+        latest = {r["number"]: i for i, r in enumerate(lines)}
+        keep = sorted(latest.values())
+        records = [lines[i] for i in keep]
+        missing = [i for i in keep if i not in stored]
+        encoded = iter(self.encode([lines[i]["text"] for i in missing]) if missing else [])
+        vectors = np.stack([stored[i] if i in stored else next(encoded) for i in keep]) if keep else None
+        self.store.write(records, source="imported", model=self.model, vectors=vectors, once=once)
 
     def refresh(self) -> None:
-        """Take in the tickets that other processes (or earlier runs) appended to the store."""
-        self._apply(*self.store.read_new(self.encode))
+        """Take in what other processes (or earlier runs) changed in the store."""
+        self._apply_changes(self.store.changes(self.seq))
 
-    def upsert(self, records: list[dict]) -> tuple[int, int]:
+    def upsert(self, records: list[dict], source: str = "posted", skip_incomplete: bool = False) -> tuple[int, int]:
         """Add or replace tickets given as objects of field: value, each with a `number`; (added, updated) counts.
 
         A ticket's text is made from its fields as for the ticket file; a number posted again replaces
-        the whole ticket. Nothing else is re-encoded.
+        the whole ticket. Only texts that changed are encoded. A ticket without number or text is an
+        error, or (`skip_incomplete`, for records synced from an instance) left out.
         """
-        from .tickets import records_table
+        new = self._records(records, skip_incomplete)
+        if not new:
+            return 0, 0
+        vectors = self._vectors_for(new)
+        earlier, seq = self.store.write(new, source=source, model=self.model, vectors=vectors, after=self.seq)
+        self._apply_changes(earlier)
+        self.seq = seq
+        return self._apply(new, vectors)
+
+    def delete(self, numbers: list[str], source: str = "synced") -> int:
+        """Mark tickets deleted (kept in the store as deleted, left out of every search); how many were live."""
+        live = [n for n in numbers if n in self.rows_of]
+        if not live:
+            return 0
+        earlier, seq = self.store.write([], source=source, model=self.model, deleted=live, after=self.seq)
+        self._apply_changes(earlier)
+        self.seq = seq
+        self._delete(live)
+        return len(live)
+
+    def _records(self, records: list[dict], skip_incomplete: bool = False) -> list[dict]:
+        """Each ticket's fields (as text, as a ticket file's) and its `text`, made from the fields it has as a file
+        of its own would give it (one post may mix layouts); plain Python per ticket, pandas only per layout."""
+        from .tickets import build_text, records_table, text_columns_of
 
         table = records_table(records, "tickets", "ticket", numbers=range(len(records)))
         wanted = self.text_column or "short_description, description or text"
-        # Each ticket's text from the fields it has, as a file of its own would give it: one post may mix layouts.
-        layout = table.ne("").apply(lambda row: tuple(row.index[row]), axis=1)
-        parts = []
-        for columns, part in table.groupby(layout, sort=False):
-            try:
-                parts.append(with_text(part[list(columns)], self.text_column))
-            except UserError:
-                raise UserError(f"tickets[{part.index[0]}]: no text in {wanted}; send the ticket text in "
-                                f"{self.text_column or 'one of them'}") from None
-        frame = pd.concat(parts).sort_index().fillna("")
-        numbers = frame["number"].str.strip() if "number" in frame.columns else pd.Series("", index=frame.index)
-        for i, number in zip(frame.index, numbers):
+        text_columns: dict[tuple, Optional[list[str]]] = {}
+        found: dict[str, dict] = {}
+        for i, row in zip(table.index, table.to_dict("records")):
+            fields = {c: v for c, v in row.items() if v != ""}
+            layout = tuple(fields)
+            if layout not in text_columns:
+                try:
+                    text_columns[layout] = text_columns_of(table[list(layout)], [self.text_column]
+                                                           if self.text_column else None)
+                except UserError:
+                    text_columns[layout] = None
+            if text_columns[layout] is None:
+                if skip_incomplete:
+                    continue
+                raise UserError(f"tickets[{i}]: no text in {wanted}; send the ticket text in "
+                                f"{self.text_column or 'one of them'}")
+            number = fields.get("number", "").strip()
             if not number:
+                if skip_incomplete:
+                    continue
                 raise UserError(f"tickets[{i}].number: missing or empty; every ticket needs its number")
-        frame = frame.assign(number=numbers)
-        # The last of a number wins, as it would in the store.
-        frame = frame.drop_duplicates("number", keep="last")
-        new = frame.to_dict("records")
-        vectors = self.encode([r["text"] for r in new])
-        self._apply(*self.store.append(new, vectors, self.encode))
-        return self._apply(new, vectors)
+            fields.update(number=number, text=build_text([fields[c] for c in text_columns[layout]]))
+            found.pop(number, None)  # the last of a number wins, as it would in the store
+            found[number] = fields
+        return list(found.values())
+
+    def _vectors_for(self, records: list[dict]) -> np.ndarray:
+        """A vector per record: the index's own where the ticket is live with the same text, else encoded."""
+        vectors = np.zeros((len(records), self.index.vectors.shape[1]), np.float32)
+        encode = []
+        for i, record in enumerate(records):
+            rows = self.rows_of.get(record["number"])
+            if rows and self.columns["text"][rows[0]] == record["text"]:
+                vectors[i] = self.index.vectors[rows[0]]
+            else:
+                encode.append(i)
+        if encode:
+            vectors[encode] = self.encode([records[i]["text"] for i in encode])
+        return vectors
+
+    def _apply_changes(self, changes: list[Change]) -> None:
+        """Apply store changes (others', or earlier runs'), with vectors from the store or encoded when missing."""
+        if not changes:
+            return
+        latest = {c.number: c for c in changes}
+        self.seq = max(self.seq, changes[-1].seq)
+        records = [c.fields for c in latest.values() if c.fields is not None]
+        stored = self.store.vectors(self.model, [r["number"] for r in records]) if records else {}
+        vectors = np.zeros((len(records), self.index.vectors.shape[1]), np.float32)
+        missing = []
+        for i, record in enumerate(records):
+            found = stored.get(record["number"])
+            if found is not None and found[0] == digest(record["text"]):
+                vectors[i] = found[1]
+            else:
+                missing.append(i)
+        if missing:
+            # Written by a process with another model (or a crash before its vectors): encoded once, then kept.
+            vectors[missing] = self.encode([records[i]["text"] for i in missing])
+            self.store.put_vectors(self.model, [records[i]["number"] for i in missing],
+                                   [records[i]["text"] for i in missing], vectors[missing])
+        self._apply(records, vectors)
+        self._delete([c.number for c in latest.values() if c.fields is None])
 
     def _apply(self, records: list[dict], vectors: np.ndarray) -> tuple[int, int]:
-        latest = {}
-        for record, vector in zip(records, vectors):
-            latest[record["number"]] = (record, vector)
-        replaced_rows, replaced_vectors, added = [], [], []
-        for number, (record, vector) in latest.items():
-            rows = self.rows_of.get(number)
-            if rows is None:
-                self.rows_of[number] = [len(self.tickets) + len(added)]
-                added.append((record, vector))
-                continue
+        if not records:
+            return 0, 0
+        self._frame = None
+        rows, added = [], 0
+        for record in records:
             for column in record:
-                if column not in self.tickets.columns:
-                    self.tickets[column] = ""
-            for row in rows:
+                if column not in self.columns:
+                    self.columns[column] = [""] * self.n_rows
+            existing = self.rows_of.get(record["number"])
+            if existing is None:
+                row = self.n_rows
+                self.n_rows += 1
+                for column, values in self.columns.items():
+                    values.append(record.get(column, ""))
+                self.rows_of[record["number"]] = [row]
+                rows.append(row)
+                added += 1
+                continue
+            for row in existing:
                 # A replaced ticket keeps none of its old fields.
-                self.tickets.loc[row, :] = ""
-                self.tickets.loc[row, list(record)] = list(record.values())
-                replaced_rows.append(row)
-                replaced_vectors.append(vector)
-        if added:
-            self.tickets = pd.concat([self.tickets, pd.DataFrame([r for r, _ in added])], ignore_index=True).fillna("")
-        rows = replaced_rows + list(range(len(self.tickets) - len(added), len(self.tickets)))
-        if rows:
-            self.index.upsert(np.array(rows), np.stack(replaced_vectors + [v for _, v in added]))
-        return len(added), len(latest) - len(added)
+                for column, values in self.columns.items():
+                    values[row] = record.get(column, "")
+                self.deleted.discard(row)
+            rows += existing
+        repeats = [len(self.rows_of[r["number"]]) for r in records]
+        self.index.upsert(np.array(rows), np.repeat(vectors, repeats, axis=0))
+        return added, len(records) - added
+
+    def _delete(self, numbers: list[str]) -> None:
+        for number in numbers:
+            rows = self.rows_of.pop(number, None)
+            if rows:
+                self.deleted.update(rows)
+                self._frame = None
 
     def search(self, queries: np.ndarray, ks: list[int], excluded: list[list[int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For each query, the scores and rows of its `k` best tickets, leaving out its `excluded` rows; one scan for all."""
-        depth = max(k + len(rows) for k, rows in zip(ks, excluded))
+        """For each query, the scores and rows of its `k` best tickets, leaving out its `excluded` rows and deleted
+        tickets; one scan for all."""
+        gone = list(self.deleted)
+        depth = max(k + len(rows) for k, rows in zip(ks, excluded)) + len(gone)
         scores, rows = self.index.search(queries, min(depth, len(self.index)))
         found = []
         for row_scores, row_numbers, k, left_out in zip(scores, rows, ks, excluded):
-            keep = (row_numbers >= 0) & ~np.isin(row_numbers, left_out)
+            keep = (row_numbers >= 0) & ~np.isin(row_numbers, list(left_out) + gone)
             found.append((row_scores[keep][:k], row_numbers[keep][:k]))
         return found

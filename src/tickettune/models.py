@@ -119,6 +119,14 @@ def load_model(name: str, max_seq_length: int | None = None):
     return model
 
 
+def check_positions(model, max_seq_length: int, name: str) -> None:
+    """Refuse a max_seq_length beyond the model's position embeddings (it would fail deep inside the first batch)."""
+    positions = getattr(model.transformers_model.config, "max_position_embeddings", None)
+    if positions is not None and max_seq_length > positions:
+        raise UserError(f"max_seq_length {max_seq_length} exceeds the {positions} positions of {name}; "
+                        f"set --set max_seq_length={positions} or lower")
+
+
 # LoRA targets by architecture (config.model_type); anything else is treated as BERT-style.
 LORA_TARGETS = {
     "mpnet": ["attn.q", "attn.k", "attn.v", "attn.o", "intermediate.dense", "output.dense"],

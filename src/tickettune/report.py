@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from .probes import is_probe, probe_name
 from .similarity import binary
 
 ROWS = (
@@ -33,13 +34,15 @@ SET_TITLES = {
     "test": "Test pairs",
     "hard": "Hard pairs (stress test)",
 }
+# Read as a user would: accuracy@k is the share of searches with something relevant to reuse in the top k; recall@k
+# (found / all relevant) is only meaningful when groups are small (duplicates), and is kept for those.
 RETRIEVAL_ROWS = (
-    ("Precision@10", "precision@10"),
-    ("MRR@10", "mrr@10"),
+    ("Precision@10 (relevant share of the top 10)", "precision@10"),
+    ("MRR@10 (1 / rank of the first relevant)", "mrr@10"),
+    ("Accuracy@1 (top result relevant)", "accuracy@1"),
+    ("Accuracy@10 (a relevant one in the top 10)", "accuracy@10"),
+    ("Recall@10 (share of all relevant in the top 10)", "recall@10"),
     ("nDCG@10", "ndcg@10"),
-    ("Recall@1", "recall@1"),
-    ("Recall@5", "recall@5"),
-    ("Recall@10", "recall@10"),
     ("MAP@100", "map@100"),
     ("Queries", "n_queries"),
     ("Corpus tickets", "n_corpus"),
@@ -49,6 +52,18 @@ CI_KEYS = {"f1_cv": "f1_ci95"}  # the others are f"{key}_ci95"
 # What each set's one-line verdict reads: retrieval is judged on what a search shows, pairs on ranking and order.
 HEADLINE_KEYS = {"retrieval": (("precision@10", "precision@10"), ("MRR@10", "mrr@10"))}
 PAIR_HEADLINE = (("ROC-AUC", "roc_auc"), ("Spearman", "spearman"))
+PROBE_HEADLINE = (("MRR@10", "mrr@10"), ("accuracy@10", "accuracy@10"))  # a filed duplicate first, in the top 10
+
+
+def set_title(name: str) -> str:
+    """A set's heading: SET_TITLES, or for a same-problem probe its file's name."""
+    if is_probe(name):
+        return f"Same-problem probe: {probe_name(name)} (filed duplicates)"
+    return SET_TITLES.get(name, name)
+
+
+def headline_keys(name: str) -> tuple[tuple[str, str], ...]:
+    return PROBE_HEADLINE if is_probe(name) else HEADLINE_KEYS.get(name, PAIR_HEADLINE)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -132,12 +147,12 @@ def markdown_table(result: dict[str, Any], model_title: str = "Fine-tuned") -> s
 
 def results_tables(results: dict[str, dict[str, Any]], model_title: str = "Fine-tuned", about: str = "") -> list[Table]:
     """One table per set of a `judge` result, in its order (retrieval, representative pairs, ..., hard pairs last)."""
-    return [metric_table(result, title=SET_TITLES.get(name, name) + about, model_title=model_title)
+    return [metric_table(result, title=set_title(name) + about, model_title=model_title)
             for name, result in results.items()]
 
 
 def markdown_tables(results: dict[str, dict[str, Any]], model_title: str = "Fine-tuned", level: str = "###") -> str:
-    return "\n\n".join(f"{level} {SET_TITLES.get(name, name)}\n\n{markdown_table(result, model_title)}"
+    return "\n\n".join(f"{level} {set_title(name)}\n\n{markdown_table(result, model_title)}"
                         for name, result in results.items())
 
 
@@ -148,7 +163,7 @@ def verdict(results: dict[str, dict[str, Any]]) -> str:
         if "change" not in result:
             continue
         parts = []
-        for title, key in HEADLINE_KEYS.get(name, PAIR_HEADLINE):
+        for title, key in headline_keys(name):
             delta = result["change"].get(key)
             ci = result["change"].get(CI_KEYS.get(key, f"{key}_ci95")) or [math.nan, math.nan]
             if delta is None or math.isnan(delta) or any(v is None or math.isnan(v) for v in ci):
@@ -156,7 +171,7 @@ def verdict(results: dict[str, dict[str, Any]]) -> str:
             word = "better" if ci[0] > 0 else "worse" if ci[1] < 0 else "not distinguishable"
             parts.append(f"{title} {word} ({delta:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}])")
         if parts:
-            sentences.append(f"{SET_TITLES.get(name, name)}: the fine-tuned model is " + "; ".join(parts) + ".")
+            sentences.append(f"{set_title(name)}: the fine-tuned model is " + "; ".join(parts) + ".")
     return " ".join(sentences)
 
 
@@ -201,7 +216,7 @@ def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
     figures: dict[str, tuple[str, bytes]] = {}
     if inputs.labels is not None and inputs.scores:
         name, headline = next(((n, r) for n, r in inputs.results.items() if not is_retrieval(r)), ("pairs", {}))
-        about = SET_TITLES.get(name, name).lower()
+        about = set_title(name).lower()
         if 0 < binary(inputs.labels).sum() < len(inputs.labels):
             figures["curves"] = (f"ROC and precision-recall curves ({about})",
                                  plots.roc_pr_curves(inputs.labels, inputs.scores))
@@ -234,7 +249,7 @@ def _metric_frames(results: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame
         header = table_header(result)
         if "baseline" in result:
             header = ["Metric", "Current (baseline)", "Fine-tuned", "Change", "95% CI of change"]
-        frames[SET_TITLES.get(name, name)] = pd.DataFrame(table_rows(result), columns=header)
+        frames[set_title(name)] = pd.DataFrame(table_rows(result), columns=header)
     return frames
 
 
@@ -253,7 +268,7 @@ def write_report(out: Path, inputs: ReportInputs) -> None:
         inputs.labels is not None else {}
     metrics = _metric_frames(inputs.results)
     summary = verdict(inputs.results)
-    pair_set = next((SET_TITLES.get(n, n).lower() for n, r in inputs.results.items() if not is_retrieval(r)), "pairs")
+    pair_set = next((set_title(n).lower() for n, r in inputs.results.items() if not is_retrieval(r)), "pairs")
 
     md = [f"# {inputs.title}", ""]
     md += [f"- **{k}**: {v}" for k, v in inputs.details.items()] + [""]

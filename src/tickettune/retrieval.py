@@ -7,6 +7,9 @@ vectors of a corpus and its group per ticket, each query is ranked against the w
 
     mrr@10        1 / rank of the first relevant result in the top 10 (0 if none)
     ndcg@10       binary-relevance DCG of the top 10 over the best possible DCG
+    accuracy@k    1 if any relevant result is in the top k, else 0 (k = 1, 5, 10): the share of queries for
+                  which a search shows something to reuse; with one filed duplicate per report it is the
+                  duplicate's recall, with thousands of same-topic tickets it is what recall@k cannot show
     recall@k      relevant results in the top k / relevant tickets in the corpus (k = 1, 5, 10)
     precision@10  relevant results in the top 10 / 10
     map@100       average precision over the top 100, divided by min(100, relevant tickets)
@@ -25,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-RETRIEVAL_KEYS = ("mrr@10", "ndcg@10", "recall@1", "recall@5", "recall@10", "precision@10", "map@100")
+RETRIEVAL_KEYS = ("mrr@10", "ndcg@10", "accuracy@1", "accuracy@5", "accuracy@10", "recall@1", "recall@5", "recall@10",
+                  "precision@10", "map@100")
 DEPTH = 100  # the deepest cut-off any metric reads (map@100)
 CHUNK = 1024  # queries scored at once: 1024 x 40k float32 scores is 160 MB
 
@@ -80,6 +84,7 @@ def per_query_metrics(query_vectors: np.ndarray, query_groups: np.ndarray, corpu
     }
     for k in (1, 5, 10):
         metrics[f"recall@{k}"] = found[:, min(k, depth) - 1] / total
+        metrics[f"accuracy@{k}"] = (found[:, min(k, depth) - 1] > 0).astype(float)
     return {key: metrics[key].astype(np.float64) for key in RETRIEVAL_KEYS}
 
 

@@ -70,6 +70,7 @@ class VectorIndex:
         if vectors.ndim != 2 or len(vectors) == 0:
             raise ValueError(f"expected a non-empty 2-D array of vectors, got shape {vectors.shape}")
         self.vectors = vectors
+        self._spare: Optional[np.ndarray] = None
         self.backend = choose_backend(len(vectors), backend)
         self.faiss_index = faiss_index if faiss_index is not None or self.backend == "exact" else self._build_ivf(vectors)
         self.n_probe = n_probe
@@ -138,7 +139,7 @@ class VectorIndex:
         if len(rows) != len(vectors) or not np.array_equal(rows[new], np.arange(n, n + int(new.sum()))):
             raise ValueError(f"expected existing rows or rows numbered from {n} on, one per vector")
         if new.any():
-            self.vectors = np.concatenate([self.vectors, vectors[new]])
+            self._append(vectors[new])
         elif not self.vectors.flags.writeable:  # mapped read-only from the cache: change a private copy
             self.vectors = np.array(self.vectors)
         self.vectors[rows[~new]] = vectors[~new]
@@ -147,6 +148,18 @@ class VectorIndex:
 
             self.faiss_index.remove_ids(faiss.IDSelectorArray(rows[~new]))
             self.faiss_index.add_with_ids(vectors, rows)
+
+    def _append(self, vectors: np.ndarray) -> None:
+        # Rows go into spare room at the end of a larger buffer (grown by a quarter when full), so adding one
+        # ticket to 100,000 copies nothing: `vectors` is a view of the buffer's first rows.
+        n, dim = self.vectors.shape
+        spare = self._spare
+        if spare is None or len(spare) < n + len(vectors):
+            spare = np.empty((max(n + n // 4, n + len(vectors), 1024), dim), np.float32)
+            spare[:n] = self.vectors
+            self._spare = spare
+        spare[n:n + len(vectors)] = vectors
+        self.vectors = spare[:n + len(vectors)]
 
     def save(self, folder: Path) -> None:
         """Write vectors.npy (probe.npy when known, index.faiss for ivf) into an existing folder."""

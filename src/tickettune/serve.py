@@ -39,9 +39,10 @@ from .encoders import Encoder, EncoderChoice
 from .live_tickets import LiveTickets
 from .models import offline_environment
 from .search import choose_backend, model_threshold, read_ticket_file
+from .store import store_url
 from .serve_http import (MAX_BODY_BYTES, MAX_TICKETS_PER_POST, BodyLimit, ClientError, EmbedRequest, EmbedResponse,
-                         ErrorGuard, ErrorResponse, Health, SimilarRequest, SimilarResponse, TicketsRequest,
-                         TicketsResponse, validation_message)
+                         ErrorGuard, ErrorResponse, Health, SimilarRequest, SimilarResponse, SyncStatus,
+                         TicketsRequest, TicketsResponse, validation_message)
 
 # One encode call takes the waiting requests up to about this many texts; larger batches would make
 # the requests at their front wait longer than batching saves.
@@ -66,6 +67,8 @@ class ServeSettings:
     batching: bool = True
     threads: Optional[int] = None
     index: str = "auto"
+    sync_from: Optional[str] = None
+    sync_every: float = 300.0
     model_backend: str = "auto"  # the encoder: torch, onnx or auto (encoders.EncoderChoice)
     onnx_file: Optional[str] = None
 
@@ -99,6 +102,17 @@ class Upsert:
         return []  # encoded by LiveTickets.upsert, which first builds each ticket's text from its fields
 
 
+@dataclass
+class OnModelThread:
+    """Work on the tickets that must not overlap a search (a sync's changes): `call(live)` is the answer."""
+
+    call: Callable
+
+    @property
+    def texts(self) -> list[str]:
+        return []
+
+
 class Engine:
     """The model and the tickets. `run` is called only from the batcher's one thread, so nothing here needs a lock."""
 
@@ -107,6 +121,7 @@ class Engine:
         self.settings = settings
         self.live: Optional[LiveTickets] = None
         self.agreement: Optional[float] = None  # lowest probe cosine to the index's model; None: built here
+        self.syncer = None
 
     @classmethod
     def open(cls, settings: ServeSettings) -> tuple["Engine", bool]:
@@ -127,11 +142,17 @@ class Engine:
         encoder = Encoder.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file,
                              threads=settings.threads).load()
         engine = cls(encoder, settings)
-        engine.live, cached = LiveTickets.open(tickets, encoder.folder, encoder, Path(settings.store),
+        engine.live, cached = LiveTickets.open(tickets, encoder.folder, encoder, settings.store,
                                                settings.cache_dir and Path(settings.cache_dir), settings.text_column,
                                                settings.index)
         if cached:
             engine.agreement = encoder.check_agrees(engine.live.index.probe, settings.cache_dir or "the index cache")
+        if settings.sync_from:
+            from .servicenow import Credentials
+            from .sync import Syncer, parse_source
+
+            engine.syncer = Syncer(parse_source(settings.sync_from), Credentials.from_environment(), engine.live.store,
+                                   every=settings.sync_every, tickets_file=Path(settings.tickets))
         return engine, cached
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -144,6 +165,11 @@ class Engine:
         for i, job in enumerate(jobs):
             if isinstance(job, Upsert):
                 answers[i] = self._upsert(job)
+            elif isinstance(job, OnModelThread):
+                try:
+                    answers[i] = job.call(self.live)
+                except Exception as exc:  # the submitter's to handle
+                    answers[i] = exc
         texts = [text for job in jobs for text in job.texts]
         vectors = iter(self.encode(texts) if texts else [])
         queries, searches = [], []
@@ -181,7 +207,7 @@ class Engine:
 
     def _similar(self, scores: np.ndarray, rows: np.ndarray) -> dict:
         threshold = self.settings.threshold
-        tickets = self.live.tickets.iloc[rows]
+        tickets = self.live.frame(rows)
         group = self.settings.group_column
         groups = tickets[group] if group in tickets.columns else [""] * len(rows)
         results = [{"rank": rank, "number": number or None, "text": text, "group": grouped or None, "score": float(score),
@@ -248,10 +274,18 @@ def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MA
     """The FastAPI application over an opened engine."""
     batcher = Batcher(engine, settings.batching)
 
+    syncer = getattr(engine, "syncer", None)
+
+    async def on_model_thread(call: Callable) -> Any:
+        return await batcher.submit(OnModelThread(call))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
+        syncing = asyncio.get_running_loop().create_task(syncer.run_every(on_model_thread)) if syncer else None
         yield
+        if syncing is not None:
+            syncing.cancel()
         await batcher.stop()
 
     app = FastAPI(title="tickettune", version=__version__, lifespan=lifespan, description=(
@@ -301,12 +335,19 @@ def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MA
         """The model's unit-length embedding of each text, for teams with their own vector store."""
         return await batcher.submit(Embed(request.texts))
 
+    @app.post("/sync", response_model=SyncStatus, dependencies=protected, responses=errors)
+    async def sync():
+        """Read the instance's changes now (with --sync-from); the sync's status afterwards."""
+        if syncer is None:
+            raise ClientError(404, "sync: this server has no --sync-from; start it with --sync-from URL")
+        return await syncer.sync_now(on_model_thread)
+
     @app.get("/health", response_model=Health)
     async def health():
-        """For load balancers: no token needed, no ticket data."""
+        """For load balancers: no token needed, no ticket data. `sync` is the last sync's time, lag and error."""
         return {"status": "ok", "model": settings.model, "tickets": len(engine.live), "threshold": settings.threshold,
                 "version": __version__, "batching": settings.batching, "auth": bool(settings.token),
-                "encoder": engine.encoder.label}
+                "encoder": engine.encoder.label, "sync": syncer.health() if syncer else None}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -371,6 +412,13 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     if settings.threshold is None:
         settings.threshold = model_threshold(settings.model)
     choose_backend(len(frame), settings.index)
+    store_url(settings.store)
+    if settings.sync_from:
+        from .servicenow import Credentials
+        from .sync import parse_source
+
+        parse_source(settings.sync_from)
+        Credentials.from_environment()
     check_port(host, port)
     settings.threads = settings.threads or default_threads(workers)
     if len(frame) > MAX_TICKETS_PER_POST:
@@ -380,7 +428,9 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     say(f"encoder: {choice.label}{agreement}")
     threshold = "no threshold known" if settings.threshold is None else f"threshold {settings.threshold:.3f}"
     say(f"{len(engine.live)} tickets indexed (index {'cached' if cached else 'built'}, added tickets in "
-        f"{settings.store}); {threshold}; token {'required' if settings.token else 'not required'}")
+        f"{engine.live.store.url}); {threshold}; token {'required' if settings.token else 'not required'}")
+    if engine.syncer:
+        say(f"syncing from {engine.syncer.key} every {settings.sync_every:g} s (POST /sync: now)")
     if not settings.token and host not in ("127.0.0.1", "localhost", "::1"):
         say(f"warning: listening on {host} without --token: anyone who can reach it can read the tickets")
     say(f"serving on http://{host}:{port}/ (API docs at /docs); Ctrl-C stops")

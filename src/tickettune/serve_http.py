@@ -106,6 +106,19 @@ class TicketsResponse(BaseModel):
     tickets: int = Field(description="tickets indexed now")
 
 
+class SyncStatus(BaseModel):
+    source: str = Field(description="the Table API URL synced from, with its query")
+    every_seconds: float
+    last_attempt_at: Optional[str]
+    last_success_at: Optional[str]
+    lag_seconds: Optional[float] = Field(description="seconds since the last successful sync")
+    last_error: Optional[str] = Field(description="why the last attempt failed (the last good index is served)")
+    changed: int = Field(description="records the last successful sync added or replaced")
+    removed: int = Field(description="tickets it marked deleted")
+    running: bool
+    mark: Optional[str] = Field(description="sys_updated_on of the newest change read")
+
+
 class Health(BaseModel):
     status: str
     model: str
@@ -115,6 +128,7 @@ class Health(BaseModel):
     batching: bool
     auth: bool
     encoder: str = Field(description="PyTorch, or the ONNX file (fp32 or int8) the model runs on")
+    sync: Optional[SyncStatus] = None
 
 
 class ErrorResponse(BaseModel):

@@ -145,7 +145,8 @@ def open_storage(url: str, attempts: int = 6):
             raise UserError(f"--storage {_shown(url)}: {str(exc).splitlines()[0]}; {hint}") from None
         except ImportError:
             raise UserError(f"--storage {_shown(url)}: the database driver is not installed; pip install "
-                            f"psycopg2-binary (PostgreSQL) or pymysql (MySQL, URL mysql+pymysql://...)") from None
+                            f"'psycopg[binary]' (PostgreSQL; psycopg2-binary with SQLAlchemy before 2.1) or pymysql "
+                            f"(MySQL, URL mysql+pymysql://...)") from None
         except SQLAlchemyError as exc:
             # Workers that start together on a new database race to create its tables; the losers retry.
             if attempt == attempts - 1:
@@ -170,6 +171,9 @@ class Sweep:
                  allow_leakage: bool = False) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("tickettune sweep runs one process per worker; start several sweep workers instead of torchrun")
+        if base.stage == "head":
+            raise UserError("sweep searches the encoder stage's knobs (lr, epochs, LoRA rank, loss, schedule), and the "
+                            "base recipe trains a head; pass --preset recommended-lora or --set stage=encoder")
         optuna = _optuna()
         self.pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
         if not allow_leakage:

@@ -11,10 +11,10 @@ atomically:
     OUT/config.yaml       the resolved configuration
     OUT/training_log.json loss, learning rate and eval metrics per step, phase boundaries
     OUT/training_log.csv  the same per step, one row each
-    OUT/metrics.json      tuned vs untuned on each held-out set ({"retrieval": {"model", "baseline", "change"},
-                          "representative": ..., "hard": ...})
+    OUT/metrics.json      tuned vs untuned on each held-out set (run_outputs.py writes these and the report)
 
-Work happens in errors.partial_dir(OUT) (checkpoints included) and moves into place at the end,
+With config.stage == "head" the encoder stays frozen and head_training.py trains a linear head on its cached
+vectors instead. Work happens in errors.partial_dir(OUT) (checkpoints included) and moves into place at the end,
 so `resume=True` can continue a killed run from its last checkpoint. Under torchrun every
 process trains (data parallel) and only rank 0 writes.
 """
@@ -25,7 +25,7 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -38,33 +38,20 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
 from . import leakage
-from .checkpoints import CHECKPOINTS, RUN_FILE, prepare_workdir, run_fingerprint
-from .config import GROUP_LOSSES, PHASES, TrainConfig, dump_config
-from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
+from .checkpoints import RUN_FILE, prepare_workdir, run_fingerprint
+from .config import GROUP_LOSSES, PHASES, TrainConfig
+from .errors import UserError, check_output_dir, partial_dir
 from .evaluate import judge
 from .groups import HARD_SHARE, GroupPool, plan_group_batches
 from .jsonio import write_json
 from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, build_loss, loss_columns
-from .models import add_lora, parameter_counts
-from .report import fmt, markdown_tables, training_report, write_report
+from .models import add_lora, check_positions, parameter_counts
+from .report import fmt
+from .run_outputs import RunOutputs, TrainResult, scored_sets, write_run
 from .schedule import Plan, plan_batches, plan_scheduler
 from .trainer import (BestModel, CurriculumTrainer, PairEvaluator, PhaseCallback, StopCallback, UpdateScaler,
-                      choose_update_scale, say, training_arguments, training_dataset, training_log, write_training_log)
-from .training_data import TrainingPairs, assign_phases, check_leakage, load_pairs, phase_epochs
-
-@dataclass
-class TrainResult:
-    """What `train` returns: where it wrote, the test comparison, and the training log."""
-
-    out: Path
-    metrics: dict[str, Any]
-    log: dict[str, Any]
-    config: TrainConfig
-    files: list[str] = field(default_factory=list)
-    # The tuned model's cosine per pair of each test pair set, and its metrics per retrieval query, for comparing
-    # runs pair by pair and query by query.
-    test_scores: dict[str, Any] = field(default_factory=dict)
-
+                      choose_update_scale, say, training_arguments, training_dataset, training_log)
+from .training_data import TrainingPairs, assign_phases, check_leakage, eval_tickets, load_pairs, phase_epochs
 
 def guide_model(config: TrainConfig):
     """group_gist's guide: the untuned model, which decides which in-batch negatives are too close to count."""
@@ -73,24 +60,6 @@ def guide_model(config: TrainConfig):
     from .models import load_model
 
     return load_model(config.model_name, config.max_seq_length)
-
-
-def card_section(config: TrainConfig, log: dict[str, Any], metrics: dict[str, Any], source: str = "") -> str:
-    """The tickettune part of the model card: recipe, curriculum phases, best eval step and test results."""
-    method = (f"LoRA r={config.lora_r}, alpha={config.lora_alpha:g}, dropout={config.lora_dropout:g}"
-              if config.use_lora else "full fine-tuning (every weight)")
-    schedule = "restarting each phase" if config.schedule_per_phase else "one over all phases"
-    best = log["best"]
-    lines = ["", "## Training with tickettune", "", f"- **Base model:** `{config.model_name}`", f"- **Method:** {method}"]
-    lines += [f"- **Pairs:** `{source}`"] if source else []
-    lines += [f"- **Loss:** {config.loss}; lr {config.lr:g}, batch {config.batch_size}, {config.scheduler} schedule "
-              f"({schedule}), max_seq_length {config.max_seq_length}, seed {config.seed}",
-              f"- **Restored weights:** {log['restored']} (eval {config.eval_metric} {fmt(best['value'])} at step "
-              f"{best['step']})", "", "| Phase | Steps | Epochs | Pairs |", "|---|---|---:|---:|"]
-    lines += [f"| {p['name']} | {p['start_step'] + 1}-{p['end_step']} | {p['epochs']:g} | {p['pairs']} |"
-              for p in log["phases"]]
-    lines += ["", "### Tuned vs untuned on held-out data", "", markdown_tables(metrics, level="####"), ""]
-    return "\n".join(lines)
 
 
 def row_lengths(model, frame: pd.DataFrame, columns: list[str], limit: int) -> np.ndarray:
@@ -137,14 +106,6 @@ class PreparedRun:
     plan: Plan
 
 
-def _eval_tickets(pairs: TrainingPairs, config: TrainConfig) -> pd.DataFrame | None:
-    tickets = pairs.tickets.get("eval")
-    if tickets is None or config.eval_tickets is None or config.eval_tickets >= len(tickets):
-        return tickets
-    rows = np.random.default_rng(config.seed).choice(len(tickets), config.eval_tickets, replace=False)
-    return tickets.iloc[np.sort(rows)]
-
-
 def _group_rows(config: TrainConfig, pairs: TrainingPairs, model, world_size: int) -> tuple[pd.DataFrame, list[str], Plan]:
     """Group losses: the planned batches of train tickets (groups.py) as rows in batch order."""
     if "train" not in pairs.tickets:
@@ -170,12 +131,9 @@ def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str, world_si
     from .models import load_model
 
     model = load_model(config.model_name, config.max_seq_length)
-    positions = getattr(model.transformers_model.config, "max_position_embeddings", None)
-    if positions is not None and config.max_seq_length > positions:
-        raise UserError(f"max_seq_length {config.max_seq_length} exceeds the {positions} positions of {config.model_name}; "
-                        f"set --set max_seq_length={positions} or lower")
+    check_positions(model, config.max_seq_length, config.model_name)
     evaluator = PairEvaluator(pairs.eval.head(config.eval_subset) if config.eval_subset else pairs.eval,
-                              config.eval_metric, config.threshold_cv_folds, config.seed, _eval_tickets(pairs, config),
+                              config.eval_metric, config.threshold_cv_folds, config.seed, eval_tickets(pairs, config),
                               config.retrieval_queries)
     evaluator.check()
     if config.loss in GROUP_LOSSES:
@@ -203,6 +161,13 @@ def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list
     return trainer
 
 
+def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False) -> None:
+    """Refuse options that mean nothing for the head stage, before any data is read."""
+    if config.stage == "head" and (resume or merge or phases != "keep" or pruned):
+        raise UserError("--resume, --merge, --phases and pruning are for the encoder stage; the head stage "
+                        "(stage: head) trains in seconds from cached vectors and saves a standalone model")
+
+
 def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
           resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
           show_progress: bool = True,
@@ -228,6 +193,12 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     returning True stops training there (e.g. to prune a hyper-parameter trial). The log records the
     step as `stopped_at_step`; outputs are written as for a complete run.
     """
+    if config.stage == "head":
+        from .head_training import train_head
+
+        check_stage_options(config, resume=resume, merge=merge, phases=phases, pruned=on_evaluate is not None)
+        return train_head(config, pairs, out, overwrite=overwrite, allow_leakage=allow_leakage,
+                          show_progress=show_progress)
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     out = Path(out)
@@ -303,17 +274,14 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
 
 def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd.DataFrame, log: dict[str, Any],
                    out: Path, overwrite: bool, merge: bool, show: bool) -> TrainResult:
-    """Rank 0 after training: model, config, log and test metrics into the run folder, then move it to OUT.
-    `trained` holds the rows the loss trained on; their texts' fingerprints go with the model."""
+    """Rank 0 after training: judge the tuned weights against the untuned model, then write OUT (write_run)."""
     from .export import adapter_folder, merge_adapter
     from .models import load_model
 
     sets = pairs.test_sets()
     if show:
-        scored = ([f"{len(sets.tickets)} test tickets"] if sets.tickets is not None else []) \
-            + [f"{len(frame)} {name} pairs" for name, frame in sets.pairs.items()]
         say(f"restored the {log['restored']} weights (eval {config.eval_metric} {fmt(log['best']['value'])} at step "
-             f"{log['best']['step']}); scoring {', '.join(scored)}")
+             f"{log['best']['step']}); scoring {scored_sets(sets)}")
         if log["restored"] == "best" and log["best"]["step"] == 0:
             say(f"note: no training step beat the untuned model on eval {config.eval_metric}, so the saved model "
                  "equals it; try another lr, loss or more epochs")
@@ -322,51 +290,45 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
                             config.bootstrap_resamples, config.seed)
     del base
     model.model_card_data.add_tags(["tickettune", "curriculum-learning"] + (["lora"] if config.use_lora else []))
-    with atomic_output_dir(out, overwrite=overwrite, keep_on_error=True) as folder:
+
+    def save(folder: Path) -> None:
         model.save_pretrained(str(folder / "model"))
         leakage.write_training_texts(folder / "model", trained)
-        with open(folder / "model" / "README.md", "a", encoding="utf-8") as card:
-            card.write(card_section(config, log, metrics, pairs.source))
         if merge:
             merged = load_model(str(folder / "model"))
             merge_adapter(merged, adapter_folder(folder / "model"))
             merged.save_pretrained(str(folder / "model-merged"))
             leakage.write_training_texts(folder / "model-merged", trained)
-        dump_config(config.model_copy(update={"output_dir": str(out)}), folder / "config.yaml")
-        write_training_log(log, folder)
-        write_json(folder / "metrics.json", metrics)
-        headline = sets.headline
-        details = {"base model": config.model_name, "recipe": f"{config.loss} loss, lr {config.lr:g}, "
-                   f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, epochs "
-                   + "/".join(f"{e:g}" for e in config.phase_epochs), "pairs": pairs.source or "-",
-                   "test sets": ", ".join(f"{name} ({len(frame)})" for name, frame in
-                                          ([("tickets", sets.tickets)] if sets.tickets is not None else [])
-                                          + list(sets.pairs.items())),
-                   "training time": f"{log['train_seconds']:.0f} s ({log['pairs_per_second']:.1f} examples/s)"}
-        if log.get("update_scale"):
-            details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {config.eval_metric})"
-        write_report(folder, training_report(metrics, log, sets.pairs[headline], scores[headline],
-                                             trained if config.loss in GROUP_LOSSES else pairs.train, f"tickettune: {Path(config.model_name).name} fine-tuned vs untuned", details))
-        shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
-        (folder / RUN_FILE).unlink(missing_ok=True)
-        files = sorted(p.name for p in folder.iterdir())
-    return TrainResult(out, metrics, log, config, files, {name: s["model"] for name, s in scores.items()})
+
+    recipe = (f"{config.loss} loss, lr {config.lr:g}, "
+              f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, epochs "
+              + "/".join(f"{e:g}" for e in config.phase_epochs))
+    return write_run(RunOutputs(config, pairs, sets, metrics, scores, log, recipe,
+                                trained if config.loss in GROUP_LOSSES else pairs.train), save, out, overwrite)
 
 
-def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | None = None, eval_file: Path | None = None,
-              test_file: Path | None = None, tickets: Path | None = None, group_by: str | None = None,
-              text_columns: list[str] | None = None, preset: str | None = None, config_file: Path | None = None,
-              sets: list[str] | None = None, model: str | None = None, phases: str = "keep", overwrite: bool = False,
-              resume: bool = False, merge: bool = False, allow_leakage: bool = False,
+def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path | None = None,
+              eval_file: Path | None = None, test_file: Path | None = None, tickets: Path | None = None,
+              group_by: str | None = None, text_columns: list[str] | None = None, preset: str | None = None,
+              config_file: Path | None = None, sets: list[str] | None = None, model: str | None = None,
+              budget: str | None = None, probes: list[Path] | None = None, probe_groups: list[str] | None = None,
+              phases: str = "keep", overwrite: bool = False, resume: bool = False, merge: bool = False,
+              allow_leakage: bool = False,
               status: Callable[[str], Any] = lambda message: contextlib.nullcontext()) -> TrainResult:
     """The `train` command: resolve the config (the group recipe when the data has tickets), read the pairs or split
     a ticket export as `tickettune pairs` would, train, and with tickets write the split to OUT/pairs.
+    `budget` is a duration ('15m'); `probes` are same-problem probe files judged at the end (probes.read_probes).
     `status(message)` is a context manager shown while the export is split."""
     from .config import resolve_config
     from .pairs_io import has_train_tickets
     from .training_data import check_phase_mode, pairs_from_tickets
 
+    from .budget import parse_duration
+    from .probes import read_probes
+
     check_phase_mode(phases)
+    budget_minutes = parse_duration(budget) if budget is not None else None
+    probe_sets = read_probes(probes, probe_groups)
     if tickets is not None and any(x is not None for x in (pairs, train_file, eval_file, test_file)):
         raise UserError("pass either --tickets FILE or pairs (--pairs DIR, --train/--eval/--test), not both")
     if tickets is None and (group_by or text_columns):
@@ -374,12 +336,14 @@ def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | No
     config = resolve_config(preset, config_file, sets, model_name=model, output_dir=str(out) if out else None,
                             pairs_dir=str(pairs) if pairs else None, train_file=str(train_file) if train_file else None,
                             eval_file=str(eval_file) if eval_file else None, test_file=str(test_file) if test_file else None,
-                            tickets=tickets is not None or has_train_tickets(pairs))
+                            budget_minutes=budget_minutes, tickets=tickets is not None or has_train_tickets(pairs))
     if not config.output_dir:
         raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
+    check_stage_options(config, resume=resume, merge=merge, phases=phases)
     out = Path(config.output_dir)
     if tickets is None:
-        data = load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file)
+        data = replace(load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file),
+                       probes=probe_sets)
         return train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
                      phases=phases)
     from .pairs import write_pair_dir
@@ -387,6 +351,7 @@ def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | No
     check_output_dir(out, overwrite or resume)
     with status(f"splitting {tickets} and making held-out tickets and test pairs"):
         data, pairset = pairs_from_tickets(tickets, group_by, text_columns, config)
+    data = replace(data, probes=probe_sets)
     result = train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
                    phases=phases)
     if result.metrics:  # rank 0 of a torchrun job

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import leakage
-from .config import GROUP_LOSSES, PHASE_MODES, PHASES, TrainConfig
+from .config import PHASE_MODES, PHASES, TrainConfig, trains_on_tickets
 from .errors import UserError
 from .evaluate import TestSets
 from .pairs_io import pair_file, read_pair_dir_extras, read_pairs
@@ -45,12 +45,13 @@ class TrainingPairs:
     test_name: str = "test"
     representative: pd.DataFrame | None = None
     tickets: dict[str, pd.DataFrame] = field(default_factory=dict)
+    probes: dict[str, pd.DataFrame] = field(default_factory=dict)  # same-problem probes judged at the end (probes.py)
 
     def test_sets(self) -> TestSets:
         pairs = {self.test_name: self.test}
         if self.representative is not None:
             pairs["representative"] = self.representative
-        return TestSets(self.tickets.get("test"), pairs)
+        return TestSets(self.tickets.get("test"), pairs, self.probes)
 
     def masked(self) -> "TrainingPairs":
         """A copy with personal data masked in every text (pii.mask_pii)."""
@@ -59,7 +60,17 @@ class TrainingPairs:
         return replace(self, train=mask_pair_texts(self.train), eval=mask_pair_texts(self.eval),
                        test=mask_pair_texts(self.test),
                        representative=None if self.representative is None else mask_pair_texts(self.representative),
-                       tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()})
+                       tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()},
+                       probes={k: mask_pair_texts(v) for k, v in self.probes.items()})
+
+
+def eval_tickets(pairs: TrainingPairs, config: TrainConfig) -> pd.DataFrame | None:
+    """The eval tickets each epoch searches: a seeded sample of config.eval_tickets (all when unset), or None."""
+    tickets = pairs.tickets.get("eval")
+    if tickets is None or config.eval_tickets is None or config.eval_tickets >= len(tickets):
+        return tickets
+    return tickets.iloc[np.sort(np.random.default_rng(config.seed).choice(len(tickets), config.eval_tickets,
+                                                                          replace=False))]
 
 
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
@@ -95,7 +106,7 @@ def pairs_from_tickets(path: str | Path, group_by: str | None, text_columns: lis
 
     frame = read_tickets(path, text_columns, group_by, mask_pii=config.mask_pii)
     options = PairOptions(seed=config.seed, model=config.model_name,
-                          difficulty="tfidf" if config.loss in GROUP_LOSSES else "model")
+                          difficulty="tfidf" if trains_on_tickets(config) else "model")
     pairset = build_pairs(frame, options)
     return from_pairset(pairset, str(path)), pairset
 
