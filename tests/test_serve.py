@@ -115,7 +115,8 @@ def one_line_error(response, status: int) -> str:
 def test_health_needs_no_token(server, setup):
     health = httpx.get(f"{server.url}/health").json()
     assert health == {"status": "ok", "model": str(setup["model"]), "tickets": 60, "threshold": THRESHOLD,
-                      "version": tickettune.__version__, "batching": True, "auth": True, "sync": None}
+                      "version": tickettune.__version__, "batching": True, "auth": True, "sync": None,
+                      "encoder": "PyTorch"}
 
 
 @pytest.mark.parametrize("path, body", [("/similar", {"text": "vpn"}), ("/embed", {"texts": ["vpn"]}),

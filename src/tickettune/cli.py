@@ -26,6 +26,9 @@ from .errors import UserError
 from .pairs import DIFFICULTY_METHODS, SPLIT_UNITS, TEST_DIFFICULTIES, PairOptions
 
 PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library's
+ENCODER_HELP = ("encoder: torch (PyTorch weights), onnx (an ONNX file on ONNX Runtime, from tickettune export --onnx) "
+                "or auto (onnx for an export folder with an ONNX file, its int8 one first)")
+ONNX_FILE_HELP = "ONNX file to run, relative to the model folder (e.g. onnx/model.onnx); implies --backend onnx"
 PROBE_HELP = ("same-problem probe: a ticket file whose groups are filed duplicates (e.g. a duplicate-linked export); "
               "its duplicates' MRR@10 and accuracy@10 are reported beside retrieval (repeatable)")
 PROBE_GROUP_HELP = "the duplicate column of the --probe files: once for all, or once per probe (default problem_id)"
@@ -163,6 +166,8 @@ def search(
                                                            "in metrics.json beside the model folder)"),
     cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
     show: Optional[List[str]] = typer.Option(None, "--show", help="also show this ticket column (repeatable)"),
+    backend: str = typer.Option("auto", "--backend", help=ENCODER_HELP),
+    onnx_file: Optional[str] = typer.Option(None, help=ONNX_FILE_HELP),
 ) -> None:
     """Find the tickets most similar to a new one (--query) or to a known one (--ticket), via a cached index."""
     from .search import hits_table, read_ticket_file, similar_tickets
@@ -173,7 +178,8 @@ def search(
     for note in frame.attrs["notes"]:
         err_console.print(note, markup=False)
     with console.status(f"searching {len(frame)} tickets"):
-        result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir)
+        result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir,
+                                 model_backend=backend, onnx_file=onnx_file)
     console.print(hits_table(result, columns))
 
 
@@ -203,6 +209,8 @@ def serve(
                                                        "shared among the workers)", min=1),
     index: str = typer.Option("auto", help="exact (every ticket scanned), ivf (FAISS: a search in about a millisecond, "
                                            "built once into the cache) or auto (exact up to 200,000 tickets)"),
+    backend: str = typer.Option("auto", "--backend", help=ENCODER_HELP),
+    onnx_file: Optional[str] = typer.Option(None, help=ONNX_FILE_HELP),
 ) -> None:
     """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, /sync, GET /health, a page at /, docs at /docs."""
     import importlib.util
@@ -217,7 +225,8 @@ def serve(
     settings = ServeSettings(model=model, tickets=str(tickets), store=store or f"{tickets}.added",
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
-                             threads=threads, index=index, sync_from=sync_from, sync_every=parse_every(every))
+                             threads=threads, index=index, sync_from=sync_from, sync_every=parse_every(every),
+                             model_backend=backend, onnx_file=onnx_file)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
 
 

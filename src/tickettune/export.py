@@ -4,7 +4,8 @@
 a full model) and writes a standalone folder that plain `SentenceTransformer(DIR)` loads without
 peft. With ONNX, the folder also holds `onnx/model.onnx` (and `onnx/model_q[u]int8_<cpu>.onnx` when
 quantized) for `SentenceTransformer(DIR, backend="onnx")`. Every exported form is checked against
-the source model on probe texts before the folder is moved into place.
+the source model on probe texts before the folder is moved into place. `search` and `serve --model DIR`
+run the folder's ONNX file (`encoders.Encoder`) on the source model's ticket indexes.
 
 The ONNX graph is written with torch's own exporter: optimum's exporter (which sentence-transformers
 would call) fails on transformers 5.23, while optimum's ONNX Runtime model class, which loads and
@@ -133,6 +134,7 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
     from sentence_transformers import SentenceTransformer
 
     from .models import load_model, resolve_model
+    from .search import model_fingerprint, model_threshold
 
     if not merge and not onnx:
         raise UserError("nothing to export; pass --merge (PyTorch folder) and/or --onnx")
@@ -145,6 +147,7 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
     if onnx:
         check_onnx_support()
     source = resolve_model(model)
+    threshold = model_threshold(model)  # checked before the work: a broken metrics.json is a one-line error
     if out.resolve() == source.resolve():
         raise UserError(f"-o {out} is the model folder itself; choose another output directory")
     st = load_model(model)
@@ -168,7 +171,9 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
         if (source / TRAINING_TEXTS).is_file():  # the exported model was trained on the same texts
             shutil.copy2(source / TRAINING_TEXTS, tmp / TRAINING_TEXTS)
         (tmp / "export.json").write_text(json.dumps({
-            "source": str(source), "merged_adapter": result.merged_adapter, "onnx_file": result.onnx_file,
+            # Indexes are keyed by it (search.model_fingerprint): the exported forms share the source's.
+            "source": str(source), "source_fingerprint": model_fingerprint(source),
+            "threshold": threshold, "merged_adapter": result.merged_adapter, "onnx_file": result.onnx_file,
             "quantized_file": result.quantized_file, "min_cosine_vs_source": result.cosines}, indent=2) + "\n")
         result.files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     return result

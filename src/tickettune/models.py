@@ -53,12 +53,16 @@ def _check_folder(folder: Path) -> Path:
         or (folder / "adapter_config.json").is_file()
     if not has_config:
         raise UserError(f"model folder {folder} holds no modules.json or config.json; pass a sentence-transformers model folder")
-    weights = list(folder.glob("*.safetensors")) + list(folder.glob("*/*.safetensors"))
     pickled = list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth"))
-    if not weights:
+    if not has_torch_weights(folder) and not any(folder.glob("**/*.onnx")):  # an ONNX export runs on ONNX Runtime
         hint = " (it has only pickled .bin/.pt weights, which tickettune never unpickles; convert them to safetensors)" if pickled else ""
-        raise UserError(f"model folder {folder} has no .safetensors weights{hint}")
+        raise UserError(f"model folder {folder} has no .safetensors weights{hint} and no ONNX file; pass a complete "
+                        "model folder, or export it again (tickettune export --merge and/or --onnx)")
     return folder
+
+
+def has_torch_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*/*.safetensors"))
 
 
 def resolve_model(name: str) -> Path:
@@ -101,6 +105,9 @@ def load_model(name: str, max_seq_length: int | None = None):
     folder = resolve_model(name)
     from sentence_transformers import SentenceTransformer
 
+    if not has_torch_weights(folder):
+        raise UserError(f"model folder {folder} has ONNX files only, no PyTorch weights (.safetensors); search and "
+                        "serve run it (--backend onnx), other commands need tickettune export --merge")
     try:
         model = SentenceTransformer(str(folder), device=device(), trust_remote_code=False, local_files_only=True)
     except Exception as exc:  # a broken folder surfaces as many different library errors

@@ -4,8 +4,9 @@ The tickets are a pandas DataFrame with a `text` column and, optionally, a `numb
 (any other columns ride along into the results). Their unit-length embeddings are computed
 once per (model, tickets) and kept under a cache directory, keyed by a fingerprint of the
 model folder and a hash of the texts, so a changed model or a changed ticket file builds a
-new index and an unchanged pair loads in moments. Similarity is cosine (inner product of unit
-vectors): an exact scan (sentence-transformers' semantic_search) for up to `EXACT_MAX_ROWS` tickets, a FAISS IVF
+new index and an unchanged pair loads in moments. Each index keeps its builder's vectors of fixed probe
+texts, against which a query encoder (PyTorch or ONNX, `encoders.Encoder`) is checked. Similarity is cosine
+(inner product of unit vectors): an exact scan (sentence-transformers' semantic_search) for up to `EXACT_MAX_ROWS` tickets, a FAISS IVF
 index above.
 """
 
@@ -34,7 +35,7 @@ EXACT_MAX_ROWS = 200_000
 IVF_CELLS_PER_SQRT = 4
 IVF_TRAIN_PER_CELL = 40
 IVF_PROBES = 32
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: probe.npy, the builder's vectors of export.PROBE_TEXTS, when the builder knew them
 KEEP_INDEXES = 4
 DEFAULT_CACHE_DIR = Path("~/.cache/tickettune/index")
 BACKENDS = ("auto", "exact", "ivf")
@@ -63,7 +64,8 @@ class VectorIndex:
     approximate but a small fraction of the work. `auto` picks by size (`choose_backend`).
     """
 
-    def __init__(self, vectors: np.ndarray, backend: str = "auto", faiss_index=None, n_probe: int = IVF_PROBES):
+    def __init__(self, vectors: np.ndarray, backend: str = "auto", faiss_index=None, n_probe: int = IVF_PROBES,
+                 probe: Optional[np.ndarray] = None):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) == 0:
             raise ValueError(f"expected a non-empty 2-D array of vectors, got shape {vectors.shape}")
@@ -72,6 +74,8 @@ class VectorIndex:
         self.backend = choose_backend(len(vectors), backend)
         self.faiss_index = faiss_index if faiss_index is not None or self.backend == "exact" else self._build_ivf(vectors)
         self.n_probe = n_probe
+        # The probe texts' vectors under the model that built the index (`encoders.Encoder.check_agrees`).
+        self.probe = probe
 
     @staticmethod
     def _build_ivf(vectors: np.ndarray):
@@ -158,8 +162,10 @@ class VectorIndex:
         self.vectors = spare[:n + len(vectors)]
 
     def save(self, folder: Path) -> None:
-        """Write vectors.npy (and index.faiss for ivf) into an existing folder."""
+        """Write vectors.npy (probe.npy when known, index.faiss for ivf) into an existing folder."""
         np.save(folder / "vectors.npy", self.vectors)
+        if self.probe is not None:
+            np.save(folder / "probe.npy", self.probe)
         if self.backend == "ivf":
             import faiss
 
@@ -179,11 +185,23 @@ class VectorIndex:
             flags = 0 if writable else faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
             faiss_index = faiss.read_index(str(folder / "index.faiss"), flags)
         vectors = np.load(folder / "vectors.npy", mmap_mode=None if writable else "r")
-        return cls(vectors, backend=backend, faiss_index=faiss_index)
+        probe = np.load(folder / "probe.npy") if (folder / "probe.npy").is_file() else None
+        return cls(vectors, backend=backend, faiss_index=faiss_index, probe=probe)
 
 
 def model_fingerprint(folder: Path) -> str:
-    """Identity of a model folder's content: every file's relative path, size and modification time."""
+    """Identity of a model folder's content: every file's relative path, size and modification time.
+
+    A `tickettune export` folder is the model it was exported from (its `source_fingerprint`): its forms embed
+    as that model does (checked at export), so they share its indexes; `encoders.Encoder.check_agrees` refuses
+    a form whose vectors stray.
+    """
+    try:
+        source = json.loads((Path(folder) / "export.json").read_text(encoding="utf-8")).get("source_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        source = None
+    if isinstance(source, str) and source:
+        return source
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         stat = path.stat()
@@ -232,7 +250,9 @@ class IndexCache:
             if index is not None and len(index) == len(texts):
                 entry.touch()
                 return index, True
-        index = VectorIndex(encode(list(texts)), backend=backend)
+        vectors = encode(list(texts))
+        # An encoder that knows its probe vectors (encoders.Encoder) leaves them for later readers to check against.
+        index = VectorIndex(vectors, backend=backend, probe=getattr(encode, "probe", None))
         try:
             with atomic_output_dir(entry, overwrite=True) as tmp:
                 index.save(tmp)
@@ -255,22 +275,33 @@ class IndexCache:
 
 
 def model_threshold(model: str) -> Optional[float]:
-    """The deployable threshold in `metrics.json` beside a trained model folder (`M/../metrics.json`), if any."""
+    """The deployable threshold in `metrics.json` beside a trained model folder (`M/../metrics.json`), if any.
+
+    An export folder carries its source's (`threshold` in export.json), as it leaves the run's metrics behind.
+    """
     folder = Path(model).expanduser()
     path = folder.resolve().parent / "metrics.json"
-    if not folder.is_dir() or not path.is_file():
+    exported = folder / "export.json"
+    if folder.is_dir() and exported.is_file():
+        path, field = exported, "threshold"
+    elif not folder.is_dir() or not path.is_file():
         return None
+    else:
+        field = "model.threshold"
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
-        # By set (retrieval first, then pair sets, representative pairs first); a single result before that.
-        results = [metrics] if "model" in metrics else [r for r in metrics.values() if "threshold" in r.get("model", {})]
-        value = results[0]["model"]["threshold"]
+        if field == "threshold":
+            value = metrics.get("threshold")  # None in exports written before it was recorded
+        else:
+            # By set (retrieval first, then pair sets, representative pairs first); a single result before that.
+            results = [metrics] if "model" in metrics else [r for r in metrics.values() if "threshold" in r.get("model", {})]
+            value = results[0]["model"]["threshold"]
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        raise UserError(f"{path}: has no readable model.threshold; fix the file or pass --threshold") from None
+        raise UserError(f"{path}: has no readable {field}; fix the file or pass --threshold") from None
     if value is None:
         return None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{path}: model.threshold is {value!r}, expected a number; fix the file or pass --threshold")
+        raise UserError(f"{path}: {field} is {value!r}, expected a number; fix the file or pass --threshold")
     return float(value)
 
 
@@ -331,30 +362,23 @@ class SearchResult:
 
 def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = None, ticket: Optional[str] = None,
                     k: int = 10, threshold: Optional[float] = None, cache_dir: Optional[Path] = None,
-                    backend: str = "auto") -> SearchResult:
+                    backend: str = "auto", model_backend: str = "auto", onnx_file: Optional[str] = None) -> SearchResult:
     """The `k` tickets most similar to a query text, or to the ticket with number `ticket` (itself excluded).
 
     The model (a folder or a name `resolve_model` knows) is loaded only when it must encode
-    something: a cached index searched for a known ticket needs no model at all.
+    something: a cached index searched for a known ticket needs no model at all. `backend` is the
+    index's (`choose_backend`); `model_backend` and `onnx_file` choose the encoder (`encoders.EncoderChoice`).
     """
-    from .similarity import encode_texts
-    from .models import load_model, resolve_model
+    from .encoders import Encoder
 
     if (query is None) == (ticket is None):
         raise UserError("give exactly one of --query TEXT or --ticket NUMBER")
     if k < 1:
         raise UserError(f"-k is {k}; expected at least 1")
     tickets = check_tickets(tickets)
-    folder = resolve_model(model)
-    loaded = []
-
-    def encode(texts: list[str]) -> np.ndarray:
-        if not loaded:
-            loaded.append(load_model(model))
-        vectors = encode_texts(loaded[0], texts, show_progress=len(texts) > 10_000)
-        return np.stack([vectors[t] for t in texts])
-
-    index, cached = IndexCache(cache_dir).load_or_build(folder, list(tickets["text"]), encode, backend)
+    encoder = Encoder.of(model, backend=model_backend, onnx_file=onnx_file)
+    cache = IndexCache(cache_dir)
+    index, cached = cache.load_or_build(encoder.folder, list(tickets["text"]), encoder, backend)
     excluded = np.zeros(len(tickets), dtype=bool)
     if ticket is not None:
         if "number" not in tickets.columns:
@@ -364,7 +388,9 @@ def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = No
             raise UserError(f"tickets: no ticket numbered '{ticket}'; check the number or use --query TEXT")
         vector = index.vectors[int(np.flatnonzero(excluded)[0])]
     else:
-        vector = encode([query])[0]
+        if cached:
+            encoder.check_agrees(index.probe, str(cache.cache_dir))
+        vector = encoder.encode([query])[0]
     scores, rows = index.search(vector, k + int(excluded.sum()))
     keep = (rows[0] >= 0) & ~excluded[np.maximum(rows[0], 0)]
     scores, rows = scores[0][keep][:k], rows[0][keep][:k]

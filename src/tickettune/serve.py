@@ -35,8 +35,9 @@ from starlette.exceptions import HTTPException
 
 from . import __version__
 from .errors import UserError
+from .encoders import Encoder, EncoderChoice
 from .live_tickets import LiveTickets
-from .models import load_model, offline_environment, resolve_model
+from .models import offline_environment
 from .search import choose_backend, model_threshold, read_ticket_file
 from .store import store_url
 from .serve_http import (MAX_BODY_BYTES, MAX_TICKETS_PER_POST, BodyLimit, ClientError, EmbedRequest, EmbedResponse,
@@ -68,6 +69,8 @@ class ServeSettings:
     index: str = "auto"
     sync_from: Optional[str] = None
     sync_every: float = 300.0
+    model_backend: str = "auto"  # the encoder: torch, onnx or auto (encoders.EncoderChoice)
+    onnx_file: Optional[str] = None
 
 
 # --- the model thread ---
@@ -113,15 +116,19 @@ class OnModelThread:
 class Engine:
     """The model and the tickets. `run` is called only from the batcher's one thread, so nothing here needs a lock."""
 
-    def __init__(self, model, settings: ServeSettings):
-        self.model = model
+    def __init__(self, encoder: Encoder, settings: ServeSettings):
+        self.encoder = encoder
         self.settings = settings
         self.live: Optional[LiveTickets] = None
+        self.agreement: Optional[float] = None  # lowest probe cosine to the index's model; None: built here
         self.syncer = None
 
     @classmethod
     def open(cls, settings: ServeSettings) -> tuple["Engine", bool]:
-        """Load the model once and the tickets (index from the cache, built if missing); and whether it was cached."""
+        """Load the encoder once and the tickets (index from the cache, built if missing); and whether it was cached.
+
+        A cached index built by another model than the encoder's is refused (`Encoder.check_agrees`).
+        """
         import torch
         from threadpoolctl import threadpool_limits
 
@@ -131,10 +138,15 @@ class Engine:
             torch.set_num_threads(settings.threads)
             threadpool_limits(settings.threads)
         tickets = read_ticket_file(Path(settings.tickets), settings.text_column)
-        engine = cls(load_model(settings.model), settings)
-        engine.live, cached = LiveTickets.open(tickets, resolve_model(settings.model), engine.encode, settings.store,
+        # Loaded before the index, so that an ONNX file this CPU cannot run fails in moments.
+        encoder = Encoder.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file,
+                             threads=settings.threads).load()
+        engine = cls(encoder, settings)
+        engine.live, cached = LiveTickets.open(tickets, encoder.folder, encoder, settings.store,
                                                settings.cache_dir and Path(settings.cache_dir), settings.text_column,
                                                settings.index)
+        if cached:
+            engine.agreement = encoder.check_agrees(engine.live.index.probe, settings.cache_dir or "the index cache")
         if settings.sync_from:
             from .servicenow import Credentials
             from .sync import Syncer, parse_source
@@ -144,9 +156,7 @@ class Engine:
         return engine, cached
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        # Texts beyond the model's window are cut by its tokenizer (max_seq_length), not refused.
-        return self.model.encode(texts, batch_size=MAX_BATCH_TEXTS, normalize_embeddings=True, convert_to_numpy=True,
-                                 show_progress_bar=len(texts) > MAX_TICKETS_PER_POST)
+        return self.encoder.encode(texts, show_progress=len(texts) > MAX_TICKETS_PER_POST)
 
     def run(self, jobs: list) -> list:
         """Each job's answer, or the exception that answers it; tickets are added first, so a search beside them sees them."""
@@ -337,7 +347,7 @@ def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MA
         """For load balancers: no token needed, no ticket data. `sync` is the last sync's time, lag and error."""
         return {"status": "ok", "model": settings.model, "tickets": len(engine.live), "threshold": settings.threshold,
                 "version": __version__, "batching": settings.batching, "auth": bool(settings.token),
-                "sync": syncer.health() if syncer else None}
+                "encoder": engine.encoder.label, "sync": syncer.health() if syncer else None}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -393,7 +403,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     frame = read_ticket_file(Path(settings.tickets), settings.text_column)
     for note in frame.attrs["notes"]:
         say(note)
-    resolve_model(settings.model)
+    choice = EncoderChoice.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file)
     if settings.group_column:
         settings.group_column = resolve_column(frame, settings.group_column, "--group-column")
     else:
@@ -414,6 +424,8 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     if len(frame) > MAX_TICKETS_PER_POST:
         say(f"loading {settings.model} and the index of {len(frame)} tickets (encoded once if not cached)")
     engine, cached = Engine.open(settings)
+    agreement = "" if engine.agreement is None else f", lowest probe cosine to the index's model {engine.agreement:.4f}"
+    say(f"encoder: {choice.label}{agreement}")
     threshold = "no threshold known" if settings.threshold is None else f"threshold {settings.threshold:.3f}"
     say(f"{len(engine.live)} tickets indexed (index {'cached' if cached else 'built'}, added tickets in "
         f"{engine.live.store.url}); {threshold}; token {'required' if settings.token else 'not required'}")

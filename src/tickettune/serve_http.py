@@ -127,6 +127,7 @@ class Health(BaseModel):
     version: str
     batching: bool
     auth: bool
+    encoder: str = Field(description="PyTorch, or the ONNX file (fp32 or int8) the model runs on")
     sync: Optional[SyncStatus] = None
 
 
