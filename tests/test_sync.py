@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -103,6 +104,16 @@ def test_sync_from_urls_and_intervals():
     assert [parse_every(t) for t in ("30s", "5m", "1h", "90")] == [30, 300, 3600, 90]
 
 
+def wait_for_first_sync(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sync = httpx.get(f"{url}/health").json()["sync"]
+        if sync["last_attempt_at"] and not sync["running"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{url}: the start-up sync did not finish in {seconds} s")
+
+
 @pytest.fixture
 def shared_store(tmp_path):
     """PostgreSQL when a server answers (the deployment the test is about), else one SQLite file (one host)."""
@@ -125,6 +136,10 @@ def test_two_servers_share_a_store_sync_and_a_killed_one_loses_nothing_acknowled
     with ThreadPoolExecutor(2) as starting:  # both load at once: half the wait
         first, second = starting.map(lambda name: Server(args, tmp_path / f"{name}.log"), ["first", "second"])
     try:
+        # Each server syncs once as it starts; the change below must come after both of those syncs, or one of
+        # them could apply it first (a race a loaded machine loses: /health answers before the first sync ends).
+        for one in (first, second):
+            wait_for_first_sync(one.url)
         health = httpx.get(f"{first.url}/health").json()
         assert health["tickets"] == 120 and health["sync"]["source"].startswith(server.url)
         ids = list(instance.tables["incident"])
