@@ -78,6 +78,10 @@ def evaluate(
                                                "directory) to check the test texts against; default: the fingerprints "
                                                "`train` stored in the model folder"),
     allow_leakage: bool = typer.Option(False, help="evaluate even when test texts were among the model's training texts"),
+    calibrate: bool = typer.Option(False, help="with --tickets: fit the duplicate/related tiers on half the groups, "
+                                   "measure them on the other half, write calibration.json into the model folder"),
+    duplicate_precision: float = typer.Option(0.9, help="with --calibrate: precision the duplicate tier targets"),
+    related_precision: float = typer.Option(0.6, help="with --calibrate: precision the related tier targets"),
 ) -> None:
     """Judge a model (and a baseline): retrieval on held-out tickets, then pair sets; bootstrap intervals of each change."""
     from .evaluate import run_evaluation
@@ -86,7 +90,9 @@ def evaluate(
         raise UserError(f"{json_path} already exists; pass --overwrite to replace it or choose another --json")
     with console.status("loading and encoding"):
         results = run_evaluation(model, pairs, tickets, group_by, text_column, baseline, max_seq_length, queries, folds,
-                                 resamples, seed, out, overwrite, train_pairs, allow_leakage, say=console.print)
+                                 resamples, seed, out, overwrite, train_pairs, allow_leakage, say=console.print,
+                                 calibrate={"duplicate": duplicate_precision, "related": related_precision}
+                                 if calibrate else None)
     _print_results(results, about=f" ({model})", compared=bool(baseline))
     if json_path is not None:
         from .jsonio import write_json
@@ -144,17 +150,24 @@ def search(
                                                            "in metrics.json beside the model folder)"),
     cache_dir: Optional[Path] = typer.Option(None, help="where indexes are kept (default ~/.cache/tickettune/index)"),
     show: Optional[List[str]] = typer.Option(None, "--show", help="also show this ticket column (repeatable)"),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", help="only tickets with FIELD=VALUE (repeatable; "
+                                                "assignment_group, cmdb_ci, category, subcategory, state, priority, "
+                                                "contact_type; opened_after/opened_before/updated_after/"
+                                                "updated_before=ISO date)"),
 ) -> None:
     """Find the tickets most similar to a new one (--query) or to a known one (--ticket), via a cached index."""
+    from .filters import parse_cli_filters
     from .search import hits_table, read_ticket_file, similar_tickets
     from .tickets import resolve_column
 
     frame = read_ticket_file(tickets, text_column)
     columns = [resolve_column(frame, name, "--show") for name in show or ()]
+    spec = parse_cli_filters(filters or [], list(frame.columns))
     for note in frame.attrs["notes"]:
         err_console.print(note, markup=False)
     with console.status(f"searching {len(frame)} tickets"):
-        result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir)
+        result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir,
+                                 filters=spec)
     console.print(hits_table(result, columns))
 
 
@@ -179,6 +192,8 @@ def serve(
                                                        "shared among the workers)", min=1),
     index: str = typer.Option("auto", help="exact (every ticket scanned), ivf (FAISS: a search in about a millisecond, "
                                            "built once into the cache) or auto (exact up to 200,000 tickets)"),
+    feedback_db: Optional[str] = typer.Option(None, help="database URL keeping POST /feedback verdicts (default: "
+                                              "sqlite:///STORE/feedback.sqlite; or postgresql://USER@HOST/DB)"),
 ) -> None:
     """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, GET /health, a page at /, docs at /docs."""
     import importlib.util
@@ -190,8 +205,36 @@ def serve(
     settings = ServeSettings(model=model, tickets=str(tickets), store=str(store or Path(f"{tickets}.added")),
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
-                             threads=threads, index=index)
+                             threads=threads, index=index, feedback_db=feedback_db)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
+
+
+feedback_app = typer.Typer(no_args_is_help=True, help="Agents' verdicts on suggestions (POST /feedback of `serve`).")
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Path = typer.Option(..., "--out", "-o", help="pair file to write (JSONL: text1, text2, label, verdict, ...)"),
+    tickets: Optional[Path] = typer.Option(None, "--tickets", "-t", help="the ticket file `serve` ran with: its "
+                                           "default store FILE.added holds the feedback"),
+    store: Optional[Path] = typer.Option(None, help="the store folder `serve --store` used"),
+    database: Optional[str] = typer.Option(None, help="the database URL `serve --feedback-db` used"),
+    overwrite: bool = typer.Option(False, help="replace an existing OUT"),
+) -> None:
+    """Write every verdict as a labelled pair (duplicate 1, related 0.5, unrelated 0) for `train --feedback FILE`."""
+    from .feedback import DATABASE_FILE, FeedbackStore, default_url
+
+    if sum(x is not None for x in (tickets, store, database)) != 1:
+        raise UserError("say where the feedback is: pass exactly one of --tickets FILE, --store DIR or --database URL")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    folder = store if store is not None else Path(f"{tickets}.added") if tickets is not None else None
+    if folder is not None and not (folder / DATABASE_FILE).is_file():
+        raise UserError(f"{folder / DATABASE_FILE}: no feedback stored there; check the path (serve keeps it in its "
+                        "--store folder, by default FILE.added beside the ticket file)")
+    count = FeedbackStore.open(database or default_url(folder)).export(out)
+    console.print(f"{count} verdicts written to {out}", markup=False)
 
 
 @app.command()

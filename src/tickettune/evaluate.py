@@ -270,7 +270,8 @@ def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = 
 def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | None, group_by: str | None,
                    text_columns: Sequence[str] | None, baseline: str | None, max_seq_length: int | None,
                    queries: int | None, folds: int, resamples: int, seed: int, out: Path | None, overwrite: bool,
-                   train_pairs: str | Path | None, allow_leakage: bool, say=print) -> dict[str, dict[str, Any]]:
+                   train_pairs: str | Path | None, allow_leakage: bool, say=print, *,
+                   calibrate: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
     """The `evaluate` command: read the sets, refuse leaked test texts, judge, and write OUT's report when asked."""
     from .errors import atomic_output_dir, check_output_dir
     from .jsonio import write_json
@@ -289,7 +290,26 @@ def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | N
     sets = test_sets_from(pairs, table)
     if not allow_leakage:
         say(guard_evaluation(model, pd.concat(sets.frames(), ignore_index=True), train_pairs), style="dim")
-    results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed)
+    loaded, calibration = None, None
+    if calibrate is not None:
+        from .calibration import check_targets
+        from .models import load_model
+
+        check_targets(calibrate)
+        if table is None or not Path(model).expanduser().is_dir():
+            raise UserError("--calibrate fits the tiers on --tickets FILE and writes calibration.json into the model "
+                            "folder; pass --tickets and a model folder (e.g. OUT/model)")
+        loaded = load_model(model, max_seq_length)
+    results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed,
+                                     model=loaded)
+    if loaded is not None:
+        from .calibration import calibrate_model, calibration_lines
+
+        calibration = calibrate_model(loaded, {"test": table}, targets=calibrate, queries=queries, seed=seed)
+        calibration.source = f"{calibration.source} ({tickets})"
+        say(f"calibration written to {calibration.save(Path(model).expanduser())}")
+        for line in calibration_lines(calibration):
+            say(line)
     if out is not None:
         headline = sets.headline
         with atomic_output_dir(out, overwrite) as tmp:
@@ -299,5 +319,5 @@ def run_evaluation(model: str, pairs: str | Path | None, tickets: str | Path | N
             shown = sets.pairs.get(headline) if headline else None
             write_report(tmp, ReportInputs(results, f"tickettune evaluation: {Path(model).name}",
                                            None if shown is None else shown["label"].to_numpy(float),
-                                           scores.get(headline, {}), shown, details=details))
+                                           scores.get(headline, {}), shown, details=details, calibration=calibration))
     return results

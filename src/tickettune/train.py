@@ -38,6 +38,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
 from . import leakage
+from .calibration import Calibration, calibrate_model, calibration_lines
 from .checkpoints import CHECKPOINTS, RUN_FILE, prepare_workdir, run_fingerprint
 from .config import GROUP_LOSSES, PHASES, TrainConfig, dump_config
 from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
@@ -321,10 +322,13 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
     metrics, scores = judge(model, base, sets, config.retrieval_queries, config.threshold_cv_folds,
                             config.bootstrap_resamples, config.seed)
     del base
+    calibration = _calibration(model, config, pairs, show)
     model.model_card_data.add_tags(["tickettune", "curriculum-learning"] + (["lora"] if config.use_lora else []))
     with atomic_output_dir(out, overwrite=overwrite, keep_on_error=True) as folder:
         model.save_pretrained(str(folder / "model"))
         leakage.write_training_texts(folder / "model", trained)
+        if calibration is not None:
+            calibration.save(folder / "model")
         with open(folder / "model" / "README.md", "a", encoding="utf-8") as card:
             card.write(card_section(config, log, metrics, pairs.source))
         if merge:
@@ -332,6 +336,8 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
             merge_adapter(merged, adapter_folder(folder / "model"))
             merged.save_pretrained(str(folder / "model-merged"))
             leakage.write_training_texts(folder / "model-merged", trained)
+            if calibration is not None:
+                calibration.save(folder / "model-merged")
         dump_config(config.model_copy(update={"output_dir": str(out)}), folder / "config.yaml")
         write_training_log(log, folder)
         write_json(folder / "metrics.json", metrics)
@@ -345,12 +351,33 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
                    "training time": f"{log['train_seconds']:.0f} s ({log['pairs_per_second']:.1f} examples/s)"}
         if log.get("update_scale"):
             details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {config.eval_metric})"
-        write_report(folder, training_report(metrics, log, sets.pairs[headline], scores[headline],
-                                             trained if config.loss in GROUP_LOSSES else pairs.train, f"tickettune: {Path(config.model_name).name} fine-tuned vs untuned", details))
+        if calibration is not None:
+            details["calibrated tiers"] = "; ".join(calibration_lines(calibration))
+        report = training_report(metrics, log, sets.pairs[headline], scores[headline],
+                                 trained if config.loss in GROUP_LOSSES else pairs.train, f"tickettune: {Path(config.model_name).name} fine-tuned vs untuned", details)
+        report.calibration = calibration
+        write_report(folder, report)
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         (folder / RUN_FILE).unlink(missing_ok=True)
         files = sorted(p.name for p in folder.iterdir())
     return TrainResult(out, metrics, log, config, files, {name: s["model"] for name, s in scores.items()})
+
+
+def _calibration(model, config: TrainConfig, pairs: TrainingPairs, show: bool) -> Calibration | None:
+    """The tuned model's calibrated tiers from the held-out tickets (calibration.py); None without them. A split on
+    which no calibration can be fitted (every result of one group) leaves the model without one, with a note."""
+    try:
+        calibration = calibrate_model(model, pairs.tickets, targets={"duplicate": config.duplicate_precision,
+                                                                     "related": config.related_precision},
+                                      queries=config.retrieval_queries, seed=config.seed)
+    except UserError as exc:
+        if show:
+            say(f"note: no calibrated tiers ({exc})")
+        return None
+    if show and calibration is not None:
+        for line in calibration_lines(calibration):
+            say(f"calibrated {line}")
+    return calibration
 
 
 def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | None = None, eval_file: Path | None = None,
