@@ -127,12 +127,16 @@ def train(
                                            "column are similar (default problem_id)"),
     text_column: Optional[List[str]] = typer.Option(None, "--text-column", help="with --tickets: column(s) that make "
                                                     "the text (default short_description,description)"),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", help="agents' verdicts (`tickettune feedback export`): "
+                                            "confirmed suggestions train as positives, rejected ones as hard "
+                                            "negatives; a fifth of the queries is held out and judged"),
 ) -> None:
     """Fine-tune over the curriculum phases; writes OUT/model, config.yaml, training_log.json/.csv, metrics.json."""
     from .train import run_train
 
     result = run_train(out, pairs, train_file, eval_file, test_file, tickets, group_by, text_column, preset, config_file,
-                       sets, model, phases, overwrite, resume, merge, allow_leakage, status=console.status)
+                       sets, model, phases, overwrite, resume, merge, allow_leakage, status=console.status,
+                       feedback=feedback)
     if result.metrics:
         _print_results(result.metrics, about=f": {result.config.model_name} tuned vs untuned")
         console.print(f"results written to {result.out} ({', '.join(result.files)})")

@@ -157,7 +157,7 @@ def compare(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarra
 
 
 # The sets a model is judged on, in the order they are shown: what search does first, the stress test last.
-SET_ORDER = ("retrieval", "representative", "test", "hard")
+SET_ORDER = ("retrieval", "representative", "test", "hard", "feedback")
 
 
 @dataclass

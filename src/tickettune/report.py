@@ -32,6 +32,7 @@ SET_TITLES = {
     "representative": "Representative pairs",
     "test": "Test pairs",
     "hard": "Hard pairs (stress test)",
+    "feedback": "Held-out agent feedback (train --feedback)",
 }
 RETRIEVAL_ROWS = (
     ("Precision@10", "precision@10"),

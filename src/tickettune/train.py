@@ -39,6 +39,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from . import leakage
 from .calibration import Calibration, calibrate_model, calibration_lines
+from .feedback_training import add_feedback, feedback_change
 from .checkpoints import CHECKPOINTS, RUN_FILE, prepare_workdir, run_fingerprint
 from .config import GROUP_LOSSES, PHASES, TrainConfig, dump_config
 from .errors import UserError, atomic_output_dir, check_output_dir, partial_dir
@@ -351,6 +352,9 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
                    "training time": f"{log['train_seconds']:.0f} s ({log['pairs_per_second']:.1f} examples/s)"}
         if log.get("update_scale"):
             details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {config.eval_metric})"
+        if pairs.feedback_note:
+            details["feedback"] = pairs.feedback_note + (f"; {feedback_change(sets.pairs['feedback'], scores['feedback'])}"
+                                                         if "feedback" in scores else "")
         if calibration is not None:
             details["calibrated tiers"] = "; ".join(calibration_lines(calibration))
         report = training_report(metrics, log, sets.pairs[headline], scores[headline],
@@ -385,9 +389,11 @@ def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | No
               text_columns: list[str] | None = None, preset: str | None = None, config_file: Path | None = None,
               sets: list[str] | None = None, model: str | None = None, phases: str = "keep", overwrite: bool = False,
               resume: bool = False, merge: bool = False, allow_leakage: bool = False,
-              status: Callable[[str], Any] = lambda message: contextlib.nullcontext()) -> TrainResult:
+              status: Callable[[str], Any] = lambda message: contextlib.nullcontext(),
+              feedback: Path | None = None) -> TrainResult:
     """The `train` command: resolve the config (the group recipe when the data has tickets), read the pairs or split
-    a ticket export as `tickettune pairs` would, train, and with tickets write the split to OUT/pairs.
+    a ticket export as `tickettune pairs` would, add `feedback` (an export of agents' verdicts) to the train pairs,
+    train, and with tickets write the split to OUT/pairs.
     `status(message)` is a context manager shown while the export is split."""
     from .config import resolve_config
     from .pairs_io import has_train_tickets
@@ -407,6 +413,9 @@ def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | No
     out = Path(config.output_dir)
     if tickets is None:
         data = load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file)
+        if feedback is not None:
+            data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
+            say(f"feedback: {note}")
         return train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
                      phases=phases)
     from .pairs import write_pair_dir
@@ -414,6 +423,9 @@ def run_train(out: Path | None, pairs: Path | None = None, train_file: Path | No
     check_output_dir(out, overwrite or resume)
     with status(f"splitting {tickets} and making held-out tickets and test pairs"):
         data, pairset = pairs_from_tickets(tickets, group_by, text_columns, config)
+    if feedback is not None:
+        data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
+        say(f"feedback: {note}")
     result = train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
                    phases=phases)
     if result.metrics:  # rank 0 of a torchrun job
