@@ -21,7 +21,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 REASON_FIELDS = ("cmdb_ci", "assignment_group", "category", "subcategory")
 # Error codes: hex codes (0x80070005), letter-dash-digits (ORA-12154, KB5034441, SNC-1), and numbers of 3+ digits.
 CODE = re.compile(r"\b(?:0x[0-9a-f]{4,}|[a-z]{1,8}-?\d{2,}[a-z0-9]*|\d{3,})\b")
-WORD = re.compile(r"[a-z][a-z0-9_.'-]*[a-z0-9]")
+WORD = re.compile(r"\b[a-z][a-z0-9_.'-]*[a-z0-9]\b")
 TICKET_WORDS = frozenset("""error errors issue issues problem problems please help hi hello thanks thank regards
 dear user users ticket incident request working work works since today morning unable able getting get gets
 caller called team need needs still again""".split())
@@ -36,7 +36,8 @@ def codes_of(text: str) -> list[str]:
 def terms_of(text: str) -> list[str]:
     """Content words of the text (no stop words, no everyday ticket words, 3+ letters), in order of appearance."""
     words = (w.strip(".'-") for w in WORD.findall(text.lower()))
-    return list(dict.fromkeys(w for w in words if len(w) >= 3 and w not in ENGLISH_STOP_WORDS and w not in TICKET_WORDS))
+    return list(dict.fromkeys(w for w in words if len(w) >= 3 and w not in ENGLISH_STOP_WORDS and w not in TICKET_WORDS
+                              and not CODE.fullmatch(w)))
 
 
 def why(query: Mapping[str, Any], hit: Mapping[str, Any]) -> dict[str, Any]:
