@@ -175,7 +175,7 @@ class Engine:
             if isinstance(job, Embed):
                 answers[i] = {"model": self.settings.model, "dim": self.dim,
                               "vectors": [next(vectors).tolist() for _ in job.texts]}
-            elif not isinstance(job, Similar):
+            if not isinstance(job, Similar):
                 continue
             vector = next(vectors) if job.text else None
             try:
