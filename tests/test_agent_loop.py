@@ -225,3 +225,18 @@ def test_page_in_a_headless_browser(server, api, setup):
     assert clusters.startswith("4 similar incidents, 2024-06-01T09:00:00+00:00 to 2024-06-01T09:30:00+00:00")
     assert clusters.index("INC009903") < clusters.index("INC009900") and "0x800CCC0E" in clusters
     assert none.startswith("no cluster of 4 or more similar incidents opened from 2024-06-01T11:00:00+00:00")
+
+
+def test_search_command_filters_and_shows_tiers(setup, capsys):
+    sample = setup["sample"]
+    ci = sample["cmdb_ci"].value_counts().index[0]
+    args = ["search", *setup["args"][:4], "--cache-dir", str(setup["root"] / "cache"), "--query", "laptop will not start",
+            "-k", "50", "--show", "cmdb_ci"]
+    assert main([*args, "--filter", f"cmdb_ci={ci}"]) == 0
+    out = capsys.readouterr().out
+    matching = int((sample["cmdb_ci"] == ci).sum())
+    assert f"{matching} most similar of 80 tickets ({matching} passing the filters)" in " ".join(out.split())
+    assert "tier" in out and "precision" in out
+    assert main([*args, "--filter", "team=Network"]) == 2
+    err = capsys.readouterr().err
+    assert "--filter.team: unknown filter field" in err and err.count("\n") == 1
