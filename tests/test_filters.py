@@ -86,6 +86,16 @@ def test_exact_filtered_search_is_the_top_k_among_the_candidates():
     assert filtered_search(index, queries[0], 5, np.array([], dtype=int))[1].tolist() == [[-1] * 5]
 
 
+def test_when_most_rows_pass_every_row_is_scored_and_the_rest_ruled_out():
+    corpus = vectors(50)
+    index = VectorIndex(corpus, backend="exact")
+    rows = np.delete(np.arange(50), [4, 8, 15])
+    query = vectors(1, seed=3)[0]
+    assert filtered_search(index, query, 10, rows)[1][0].tolist() == brute_force(corpus, query, rows, 10).tolist()
+    scores, found = filtered_search(index, query, 50, rows)  # k above the candidates: the ruled-out places padded
+    assert sorted(found[0][:47].tolist()) == rows.tolist() and found[0][47:].tolist() == [-1] * 3
+
+
 def test_ivf_filtered_search_keeps_to_the_candidates(monkeypatch):
     pytest.importorskip("faiss")
     corpus = vectors(4000)

@@ -28,6 +28,8 @@ WINDOWS = {"opened_after": ("opened_at", "after"), "opened_before": ("opened_at"
 DATE_COLUMNS = {"opened_at": ("opened_at", "sys_created_on"), "sys_updated_on": ("sys_updated_on", "updated_at")}
 # Below this many candidate rows an IVF index scores them exactly: as fast, and no candidate is missed.
 EXACT_BELOW = 50_000
+# Above this share of passing rows, exact search scores every row and rules out the rest (cheaper than a copy).
+DENSE_ABOVE = 0.3
 
 
 def parse_time(value: Any, name: str) -> pd.Timestamp:
@@ -103,7 +105,8 @@ class TicketFilter:
         cache = cache or ColumnCache()
         keep = np.ones(len(tickets), dtype=bool)
         for name, wanted in self.values.items():
-            keep &= np.isin(cache.values(tickets, name), np.array(wanted, dtype=object))
+            codes, uniques = cache.values(tickets, name)
+            keep &= np.isin(codes, uniques.get_indexer(wanted))  # a value no ticket has is -1: matches nothing
         for name, bound in self.times.items():
             stamps = cache.times(tickets, date_column(tickets, WINDOWS[name][0]))
             limit = np.datetime64(bound.tz_convert(None).to_datetime64(), "ns")
@@ -119,15 +122,16 @@ class ColumnCache:
     each made on first use; `clear()` when the table changes (the service clears it after every added ticket)."""
 
     def __init__(self):
-        self.prepared: dict[tuple[str, str], np.ndarray] = {}
+        self.prepared: dict[tuple[str, str], Any] = {}
 
     def clear(self) -> None:
         self.prepared.clear()
 
-    def values(self, tickets: pd.DataFrame, column: str) -> np.ndarray:
+    def values(self, tickets: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Index]:
+        """The column as integer codes into its distinct (stripped) values: a filter then compares integers."""
         key = ("values", column)
-        if key not in self.prepared or len(self.prepared[key]) != len(tickets):
-            self.prepared[key] = tickets[column].fillna("").astype(str).str.strip().to_numpy(dtype=object)
+        if key not in self.prepared or len(self.prepared[key][0]) != len(tickets):
+            self.prepared[key] = pd.factorize(tickets[column].fillna("").astype(str).str.strip())
         return self.prepared[key]
 
     def times(self, tickets: pd.DataFrame, column: str) -> np.ndarray:
@@ -153,7 +157,13 @@ def filtered_search(index, queries: np.ndarray, k: int, rows: np.ndarray) -> tup
                                                                                           index.faiss_index.nlist))
         got_scores, got_rows = index.faiss_index.search(queries, k, params=params)
         return np.where(got_rows < 0, -np.inf, got_scores).astype(np.float32), got_rows
-    candidate = queries @ index.vectors[rows].T
+    if len(rows) > DENSE_ABOVE * len(index):
+        # Most rows pass: score them all and rule the others out, rather than copy most of the vectors.
+        candidate = queries @ index.vectors.T
+        candidate[:, np.setdiff1d(np.arange(len(index)), rows)] = -np.inf
+        rows = np.arange(len(index))
+    else:
+        candidate = queries @ index.vectors[rows].T
     depth = min(k, len(rows))
     top = np.argpartition(-candidate, depth - 1, axis=1)[:, :depth] if depth < len(rows) else \
         np.tile(np.arange(len(rows)), (len(queries), 1))
@@ -161,6 +171,7 @@ def filtered_search(index, queries: np.ndarray, k: int, rows: np.ndarray) -> tup
     order = np.argsort(-top_scores, axis=1, kind="stable")
     scores[:, :depth] = np.take_along_axis(top_scores, order, axis=1)
     found[:, :depth] = rows[np.take_along_axis(top, order, axis=1)]
+    found[np.isneginf(scores)] = -1  # a ruled-out row is no result
     return scores, found
 
 
