@@ -169,15 +169,6 @@ def measure(calibration: Calibration, scores: np.ndarray, same: np.ndarray) -> d
     return out
 
 
-def query_sample(groups: Sequence[Any], n: Optional[int], seed: int) -> np.ndarray:
-    """Rows whose group has another member (a seeded sample of `n` when given)."""
-    codes = pd.factorize(pd.Series(list(groups), dtype=object).astype(str))[0]
-    eligible = np.flatnonzero(np.bincount(codes)[codes] >= 2)
-    if n is not None and n < len(eligible):
-        eligible = np.sort(np.random.default_rng(seed).choice(eligible, n, replace=False))
-    return eligible
-
-
 def calibrate(fit: tuple[np.ndarray, Sequence[Any]], check: Optional[tuple[np.ndarray, Sequence[Any]]] = None, *,
               targets: dict[str, float] = DEFAULT_TARGETS, source: str = "", queries: Optional[int] = 2000,
               seed: int = 0) -> Calibration:
@@ -186,12 +177,14 @@ def calibrate(fit: tuple[np.ndarray, Sequence[Any]], check: Optional[tuple[np.nd
     Each set is searched within itself, as `evaluate --tickets` searches: every ticket is the corpus, a
     ticket whose group has another member is a query.
     """
+    from .retrieval import query_rows
+
     vectors, groups = fit
-    calibration = fit_calibration(*top_results(vectors, groups, query_sample(groups, queries, seed))[:2],
+    calibration = fit_calibration(*top_results(vectors, groups, query_rows(groups, queries, seed))[:2],
                                   targets=targets, source=source)
     if check is not None:
         vectors, groups = check
-        scores, same, _ = top_results(vectors, groups, query_sample(groups, queries, seed))
+        scores, same, _ = top_results(vectors, groups, query_rows(groups, queries, seed))
         calibration.measured = measure(calibration, scores, same)
     return calibration
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from sqlalchemy import (Column, DateTime, Engine, Integer, MetaData, String, Table, Text, UniqueConstraint,
-                        create_engine, select)
+                        create_engine, func, select)
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import UserError
@@ -141,7 +141,8 @@ class FeedbackStore:
             return [dict(r._mapping) for r in connection.execute(select(feedback_table).order_by(feedback_table.c.id))]
 
     def count(self) -> int:
-        return len(self.rows())
+        with self.engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(feedback_table)).scalar_one())
 
     def export(self, path: Path) -> int:
         """Write every verdict as a pair-file line (text1, text2, label, verdict, query_number, suggested, agent,

@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .calibration import Calibration
 from .errors import UserError, atomic_output_dir
 
 # Above this many tickets a query scans more than ~300 MB of vectors (~10 ms here), so an
@@ -369,8 +370,6 @@ def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = No
         scores, rows = index.search(vector, k + int(excluded.sum()))
     keep = (rows[0] >= 0) & ~excluded[np.maximum(rows[0], 0)]
     scores, rows = scores[0][keep][:k], rows[0][keep][:k]
-    from .calibration import Calibration
-
     calibration = Calibration.load(folder)
     if threshold is None:
         threshold = calibration.thresholds.get("duplicate") if calibration else model_threshold(model)
