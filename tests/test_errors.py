@@ -123,6 +123,8 @@ CASES = {
                                            "-o", "{out}"], ["head stage", "--tickets"]),
     "train: --resume with the head stage": (["train", "--tickets", "{d}/tickets.csv", "--model", "{tiny}", "--resume",
                                              "-o", "{out}"], ["--resume", "head stage"]),
+    "train: --feedback with the head stage": (["train", "--tickets", "{d}/tickets.csv", "--feedback", "{d}/f.jsonl",
+                                               "-o", "{out}"], ["--feedback", "recommended-pairs"]),
     "evaluate: missing --probe file": (["evaluate", "--model", "{tiny}", "--probe", "{d}/nope.csv"], ["nope.csv"]),
     "sweep: head stage": (["sweep", "--pairs", "{pairs}", "--set", "stage=head", "--trials", "1", "--storage",
                            "sqlite:///{d}/s.db"], ["encoder stage", "recommended-lora"]),

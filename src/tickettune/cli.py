@@ -88,6 +88,10 @@ def evaluate(
     allow_leakage: bool = typer.Option(False, help="evaluate even when test texts were among the model's training texts"),
     probe: Optional[List[Path]] = typer.Option(None, "--probe", help=PROBE_HELP),
     probe_group: Optional[List[str]] = typer.Option(None, "--probe-group", help=PROBE_GROUP_HELP),
+    calibrate: bool = typer.Option(False, help="with --tickets: fit the duplicate/related tiers on half the groups, "
+                                   "measure them on the other half, write calibration.json into the model folder"),
+    duplicate_precision: float = typer.Option(0.9, help="with --calibrate: precision the duplicate tier targets"),
+    related_precision: float = typer.Option(0.6, help="with --calibrate: precision the related tier targets"),
 ) -> None:
     """Judge a model (and a baseline): retrieval on held-out tickets, same-problem probes, then pair sets; bootstrap
     intervals of each change."""
@@ -100,7 +104,9 @@ def evaluate(
                                  probes=probe, probe_groups=probe_group, baseline=baseline,
                                  max_seq_length=max_seq_length, queries=queries, folds=folds, resamples=resamples,
                                  seed=seed, out=out, overwrite=overwrite, train_pairs=train_pairs,
-                                 allow_leakage=allow_leakage, say=console.print)
+                                 allow_leakage=allow_leakage, say=console.print,
+                                 calibrate={"duplicate": duplicate_precision, "related": related_precision}
+                                 if calibrate else None)
     _print_results(results, about=f" ({model})", compared=bool(baseline))
     if json_path is not None:
         from .jsonio import write_json
@@ -139,6 +145,9 @@ def train(
                                          "1h (head stage: measured throughput -> train tickets and epochs; default 15m)"),
     probe: Optional[List[Path]] = typer.Option(None, "--probe", help=PROBE_HELP),
     probe_group: Optional[List[str]] = typer.Option(None, "--probe-group", help=PROBE_GROUP_HELP),
+    feedback: Optional[Path] = typer.Option(None, "--feedback", help="agents' verdicts (`tickettune feedback export`): "
+                                            "confirmed suggestions train as positives, rejected ones as hard "
+                                            "negatives; a fifth of the queries is held out and judged"),
 ) -> None:
     """Fine-tune (a head on the frozen encoder, or the encoder over curriculum phases); writes OUT/model, config.yaml,
     training_log.json/.csv, metrics.json and the report."""
@@ -148,7 +157,7 @@ def train(
                        tickets=tickets, group_by=group_by, text_columns=text_column, preset=preset,
                        config_file=config_file, sets=sets, model=model, budget=budget, probes=probe,
                        probe_groups=probe_group, phases=phases, overwrite=overwrite, resume=resume, merge=merge,
-                       allow_leakage=allow_leakage, status=console.status)
+                       allow_leakage=allow_leakage, status=console.status, feedback=feedback)
     if result.metrics:
         _print_results(result.metrics, about=f": {result.config.model_name} tuned vs untuned")
         console.print(f"results written to {result.out} ({', '.join(result.files)})")
@@ -168,18 +177,24 @@ def search(
     show: Optional[List[str]] = typer.Option(None, "--show", help="also show this ticket column (repeatable)"),
     backend: str = typer.Option("auto", "--backend", help=ENCODER_HELP),
     onnx_file: Optional[str] = typer.Option(None, help=ONNX_FILE_HELP),
+    filters: Optional[List[str]] = typer.Option(None, "--filter", help="only tickets with FIELD=VALUE (repeatable; "
+                                                "assignment_group, cmdb_ci, category, subcategory, state, priority, "
+                                                "contact_type; opened_after/opened_before/updated_after/"
+                                                "updated_before=ISO date)"),
 ) -> None:
     """Find the tickets most similar to a new one (--query) or to a known one (--ticket), via a cached index."""
+    from .filters import parse_cli_filters
     from .search import hits_table, read_ticket_file, similar_tickets
     from .tickets import resolve_column
 
     frame = read_ticket_file(tickets, text_column)
     columns = [resolve_column(frame, name, "--show") for name in show or ()]
+    spec = parse_cli_filters(filters or [], list(frame.columns))
     for note in frame.attrs["notes"]:
         err_console.print(note, markup=False)
     with console.status(f"searching {len(frame)} tickets"):
         result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir,
-                                 model_backend=backend, onnx_file=onnx_file)
+                                 model_backend=backend, onnx_file=onnx_file, filters=spec)
     console.print(hits_table(result, columns))
 
 
@@ -211,8 +226,11 @@ def serve(
                                            "built once into the cache) or auto (exact up to 200,000 tickets)"),
     backend: str = typer.Option("auto", "--backend", help=ENCODER_HELP),
     onnx_file: Optional[str] = typer.Option(None, help=ONNX_FILE_HELP),
+    feedback_db: Optional[str] = typer.Option(None, help="database URL keeping POST /feedback verdicts (default: "
+                                              "the --store's own database; or postgresql://USER@HOST/DB)"),
 ) -> None:
-    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, /sync, GET /health, a page at /, docs at /docs."""
+    """Serve similar-incident search over HTTP: POST /similar, /tickets, /embed, /feedback, /sync, GET /clusters,
+    /filters, /health, a page at /, docs at /docs."""
     import importlib.util
 
     if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn", "sqlalchemy")):
@@ -226,8 +244,36 @@ def serve(
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
                              group_column=group_column, threshold=threshold, token=token or None, batching=batching,
                              threads=threads, index=index, sync_from=sync_from, sync_every=parse_every(every),
-                             model_backend=backend, onnx_file=onnx_file)
+                             model_backend=backend, onnx_file=onnx_file, feedback_db=feedback_db)
     run_server(settings, host, port, workers, say=lambda line: err_console.print(line, markup=False))
+
+
+feedback_app = typer.Typer(no_args_is_help=True, help="Agents' verdicts on suggestions (POST /feedback of `serve`).")
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Path = typer.Option(..., "--out", "-o", help="pair file to write (JSONL: text1, text2, label, verdict, ...)"),
+    tickets: Optional[Path] = typer.Option(None, "--tickets", "-t", help="the ticket file `serve` ran with: its "
+                                           "default store FILE.added holds the feedback"),
+    store: Optional[str] = typer.Option(None, help="the --store `serve` used (folder, SQLite file or database URL)"),
+    database: Optional[str] = typer.Option(None, help="the database URL `serve --feedback-db` used"),
+    overwrite: bool = typer.Option(False, help="replace an existing OUT"),
+) -> None:
+    """Write every verdict as a labelled pair (duplicate 1, related 0.5, unrelated 0) for `train --feedback FILE`."""
+    from .feedback import FeedbackStore, default_url
+
+    if sum(x is not None for x in (tickets, store, database)) != 1:
+        raise UserError("say where the feedback is: pass exactly one of --tickets FILE, --store DIR or --database URL")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    url = database or default_url(store if store is not None else f"{tickets}.added")
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise UserError(f"{url.removeprefix('sqlite:///')}: no feedback stored there; check the path (serve keeps it "
+                        "in its --store, by default the folder FILE.added beside the ticket file)")
+    count = FeedbackStore.open(url).export(out)
+    console.print(f"{count} verdicts written to {out}", markup=False)
 
 
 @app.command()

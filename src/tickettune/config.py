@@ -94,6 +94,9 @@ class TrainConfig(BaseModel):
                                                                      "seeded sample); all when unset")
     update_scales: list[float] = Field([1.0], description="after training, scale the learned update by each of these "
                                        "(WiSE-FT: 0 = untuned, 1 = as trained) and keep the best on eval; [1] keeps it")
+    duplicate_precision: float = Field(0.9, gt=0, lt=1, description="calibrated tiers: precision the duplicate tier "
+                                       "targets on held-out tickets (calibration.json in the model folder)")
+    related_precision: float = Field(0.6, gt=0, lt=1, description="calibrated tiers: precision the related tier targets")
     save_best_model: bool = Field(True, description="restore the best checkpoint by eval_metric at the end")
     save_steps: Optional[int] = Field(200, ge=1, description="checkpoint every N steps, for --resume")
     threshold_cv_folds: int = Field(5, ge=2, le=50, description="folds that choose the F1 threshold")
@@ -141,6 +144,9 @@ class TrainConfig(BaseModel):
         if self.loss in GROUP_LOSSES[:4] and self.batch_size < 2 * self.groups_per_batch:
             raise ValueError(f"batch_size ({self.batch_size}) must hold at least 2 tickets of each of the "
                              f"groups_per_batch ({self.groups_per_batch}) groups")
+        if self.duplicate_precision < self.related_precision:
+            raise ValueError(f"duplicate_precision ({self.duplicate_precision}) must be at least related_precision "
+                             f"({self.related_precision})")
         return self
 
 

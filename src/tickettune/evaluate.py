@@ -157,7 +157,7 @@ def compare(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarra
 
 
 # The sets a model is judged on, in the order they are shown: what search does first, the stress test last.
-SET_ORDER = ("retrieval", "representative", "test", "hard")
+SET_ORDER = ("retrieval", "representative", "test", "hard", "feedback")
 
 
 @dataclass
@@ -283,9 +283,10 @@ def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str 
                    baseline: str | None = None, max_seq_length: int | None = None, queries: int | None = 1000,
                    folds: int = 5, resamples: int = 1000, seed: int = 0, out: Path | None = None,
                    overwrite: bool = False, train_pairs: str | Path | None = None, allow_leakage: bool = False,
-                   say=print) -> dict[str, dict[str, Any]]:
+                   calibrate: dict[str, float] | None = None, say=print) -> dict[str, dict[str, Any]]:
     """The `evaluate` command: read the sets, refuse leaked test texts, judge, and write OUT's report when asked.
-    `probes` are same-problem probe files (probes.read_probes; `probe_groups` their duplicate columns)."""
+    `probes` are same-problem probe files (probes.read_probes; `probe_groups` their duplicate columns); `calibrate`
+    (tier -> target precision) fits calibrated tiers on `tickets` and writes them into the model folder."""
     from .errors import atomic_output_dir, check_output_dir
     from .jsonio import write_json
     from .leakage import guard_evaluation
@@ -305,7 +306,26 @@ def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str 
     sets = test_sets_from(pairs, table, read_probes(probes, probe_groups))
     if not allow_leakage:
         say(guard_evaluation(model, pd.concat(sets.frames(), ignore_index=True), train_pairs), style="dim")
-    results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed)
+    loaded, calibration = None, None
+    if calibrate is not None:
+        from .calibration import check_targets
+        from .models import load_model
+
+        check_targets(calibrate)
+        if table is None or not Path(model).expanduser().is_dir():
+            raise UserError("--calibrate fits the tiers on --tickets FILE and writes calibration.json into the model "
+                            "folder; pass --tickets and a model folder (e.g. OUT/model)")
+        loaded = load_model(model, max_seq_length)
+    results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed,
+                                     model=loaded)
+    if loaded is not None:
+        from .calibration import calibrate_model, calibration_lines
+
+        calibration = calibrate_model(loaded, {"test": table}, targets=calibrate, queries=queries, seed=seed)
+        calibration.source = f"{calibration.source} ({tickets})"
+        say(f"calibration written to {calibration.save(Path(model).expanduser())}")
+        for line in calibration_lines(calibration):
+            say(line)
     if out is not None:
         headline = sets.headline
         with atomic_output_dir(out, overwrite) as tmp:
@@ -316,5 +336,5 @@ def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str 
             shown = sets.pairs.get(headline) if headline else None
             write_report(tmp, ReportInputs(results, f"tickettune evaluation: {Path(model).name}",
                                            None if shown is None else shown["label"].to_numpy(float),
-                                           scores.get(headline, {}), shown, details=details))
+                                           scores.get(headline, {}), shown, details=details, calibration=calibration))
     return results

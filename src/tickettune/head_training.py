@@ -33,7 +33,7 @@ from .evaluate import compute_metrics, judge
 from .head import HeadObjective, LinearHead, fit_head, head_eval_metric, label_kind
 from .report import fmt
 from .retrieval import RETRIEVAL_KEYS, corpus_metrics, query_rows
-from .run_outputs import RunOutputs, TrainResult, scored_sets, write_run
+from .run_outputs import RunOutputs, TrainResult, calibrate_run, scored_sets, write_run
 from .similarity import pair_cosines
 from .trainer import say
 from .training_data import TrainingPairs, check_leakage, eval_tickets, load_pairs
@@ -276,8 +276,9 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
               f"{plan.epochs} epochs, batch {config.head_batch_size}")
     details = {"budget": plan.describe(),
                "vectors": f"{encoder.encoded:,} encoded, {encoder.reused:,} from the cache"}
-    return write_run(RunOutputs(config, pairs, sets, metrics, scores, log, recipe, trained, details), save, out,
-                     overwrite)
+    calibration = calibrate_run(tuned, config, pairs, show)
+    return write_run(RunOutputs(config, pairs, sets, metrics, scores, log, recipe, trained, details,
+                                calibration=calibration), save, out, overwrite)
 
 
 def _prefer_cached(tickets: pd.DataFrame, encoder: CachedEncoder, count: int, seed: int) -> pd.DataFrame:

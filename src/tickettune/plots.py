@@ -98,3 +98,18 @@ def training_curve(steps: Sequence[dict[str, Any]], metric: str, boundaries: Seq
         twin.set_ylabel(f"eval {name}")
         twin.legend(loc="lower right", fontsize=8)
     return _png(plt, fig)
+
+
+def calibration_curve(scores: Sequence[float], precisions: Sequence[float], thresholds: dict[str, Any],
+                      targets: dict[str, float]) -> bytes:
+    """The fitted score-to-precision curve (isotonic), each tier's threshold marked at its target precision."""
+    plt, fig, ax = _figure(6.4, 3.8)
+    ax.step(scores, precisions, where="post", color=COLOURS["model"], lw=1.5, label="precision at this score (isotonic fit)")
+    for tier, colour in (("duplicate", "#d1495b"), ("related", "#e07b00")):
+        threshold = thresholds.get(tier)
+        if threshold is not None:
+            ax.axvline(threshold, color=colour, ls="--", lw=1.2,
+                       label=f"{tier} tier: score >= {threshold:.3f} (target precision {targets[tier]:.2f})")
+    ax.set(xlabel="cosine similarity of a result", ylabel="same group / problem", ylim=(-0.02, 1.02))
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(plt, fig)

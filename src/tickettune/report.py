@@ -33,6 +33,7 @@ SET_TITLES = {
     "representative": "Representative pairs",
     "test": "Test pairs",
     "hard": "Hard pairs (stress test)",
+    "feedback": "Held-out agent feedback (train --feedback)",
 }
 # Read as a user would: accuracy@k is the share of searches with something relevant to reuse in the top k; recall@k
 # (found / all relevant) is only meaningful when groups are small (duplicates), and is kept for those.
@@ -208,6 +209,7 @@ class ReportInputs:
     eval_metric: str = "eval_spearman"
     data_stats: Optional[pd.DataFrame] = None
     details: dict[str, Any] = field(default_factory=dict)
+    calibration: Optional[Any] = None  # a calibration.Calibration: its curve is drawn with both tier thresholds
 
 
 def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
@@ -223,6 +225,11 @@ def _figures(inputs: ReportInputs) -> dict[str, tuple[str, bytes]]:
         thresholds = {k: headline.get(k, {}).get("threshold") for k in inputs.scores}
         figures["histograms"] = (f"Similarity scores of similar and dissimilar pairs ({about}; dashed: deployable "
                                  "threshold)", plots.score_histograms(inputs.labels, inputs.scores, thresholds))
+    if inputs.calibration is not None:
+        c = inputs.calibration
+        figures["calibration"] = ("Calibrated tiers: a result's score and how often it is the query's group (dashed: "
+                                  "tier thresholds)", plots.calibration_curve(c.scores, c.precisions, c.thresholds,
+                                                                              c.targets))
     if inputs.training_steps:
         figures["training"] = ("Training curve (dotted lines: end of a curriculum phase)",
                                plots.training_curve(inputs.training_steps, inputs.eval_metric, inputs.phase_boundaries))

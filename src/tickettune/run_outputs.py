@@ -21,13 +21,15 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from .calibration import Calibration, calibrate_model, calibration_lines
 from .checkpoints import CHECKPOINTS, RUN_FILE
 from .config import TrainConfig, dump_config
-from .errors import atomic_output_dir
+from .errors import UserError, atomic_output_dir
 from .evaluate import TestSets
+from .feedback_training import feedback_change
 from .jsonio import write_json
 from .report import fmt, markdown_tables, training_report, write_report
-from .trainer import write_training_log
+from .trainer import say, write_training_log
 from .training_data import TrainingPairs
 
 
@@ -95,6 +97,7 @@ class RunOutputs:
     recipe: str
     trained: pd.DataFrame
     details: dict[str, str] = field(default_factory=dict)
+    calibration: Calibration | None = None  # calibrated tiers, saved beside the model (calibration.json)
 
 
 def write_run(run: RunOutputs, save_model: Callable[[Path], None], out: Path, overwrite: bool) -> TrainResult:
@@ -103,6 +106,8 @@ def write_run(run: RunOutputs, save_model: Callable[[Path], None], out: Path, ov
     config, log = run.config, run.log
     with atomic_output_dir(out, overwrite=overwrite, keep_on_error=True) as folder:
         save_model(folder)
+        if run.calibration is not None:
+            run.calibration.save(folder / "model")
         with open(folder / "model" / "README.md", "a", encoding="utf-8") as card:
             card.write(card_section(config, log, run.metrics, run.pairs.source))
         dump_config(config.model_copy(update={"output_dir": str(out)}), folder / "config.yaml")
@@ -117,10 +122,34 @@ def write_run(run: RunOutputs, save_model: Callable[[Path], None], out: Path, ov
                    **run.details}
         if log.get("update_scale"):
             details["update scale"] = f"{log['update_scale']['chosen']:g} (WiSE-FT, chosen on eval {log['eval_metric']})"
-        write_report(folder, training_report(run.metrics, log, run.sets.pairs[headline], run.scores[headline],
-                                             run.trained, f"tickettune: {Path(config.model_name).name} fine-tuned vs "
-                                             "untuned", details))
+        if run.pairs.feedback_note:
+            details["feedback"] = run.pairs.feedback_note + (
+                f"; {feedback_change(run.sets.pairs['feedback'], run.scores['feedback'])}" if "feedback" in run.scores else "")
+        if run.calibration is not None:
+            details["calibrated tiers"] = "; ".join(calibration_lines(run.calibration))
+        report = training_report(run.metrics, log, run.sets.pairs[headline], run.scores[headline], run.trained,
+                                 f"tickettune: {Path(config.model_name).name} fine-tuned vs untuned", details)
+        report.calibration = run.calibration
+        write_report(folder, report)
         shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         (folder / RUN_FILE).unlink(missing_ok=True)
         files = sorted(p.name for p in folder.iterdir())
     return TrainResult(out, run.metrics, log, config, files, {name: s["model"] for name, s in run.scores.items()})
+
+
+def calibrate_run(model, config: TrainConfig, pairs: TrainingPairs, show: bool) -> Calibration | None:
+    """The tuned model's calibrated tiers from the held-out tickets (calibration.py); None without them. `model` is
+    anything with SentenceTransformer's `encode` (the head stage passes its cached encoder). A split on which no
+    calibration can be fitted (every result of one group) leaves the model without one, with a note."""
+    try:
+        calibration = calibrate_model(model, pairs.tickets, targets={"duplicate": config.duplicate_precision,
+                                                                     "related": config.related_precision},
+                                      queries=config.retrieval_queries, seed=config.seed)
+    except UserError as exc:
+        if show:
+            say(f"note: no calibrated tiers ({exc})")
+        return None
+    if show and calibration is not None:
+        for line in calibration_lines(calibration):
+            say(f"calibrated {line}")
+    return calibration

@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .calibration import Calibration
 from .errors import UserError, atomic_output_dir
 
 # Above this many tickets a query scans more than ~300 MB of vectors (~10 ms here), so an
@@ -358,12 +359,19 @@ class SearchResult:
     cached: bool
     backend: str
     n_tickets: int
+    tiers: Optional[dict] = None  # the calibrated tiers' thresholds; hits then have `tier` and `precision`
+    n_matching: Optional[int] = None  # tickets passing the filters, when there were filters
 
 
 def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = None, ticket: Optional[str] = None,
                     k: int = 10, threshold: Optional[float] = None, cache_dir: Optional[Path] = None,
-                    backend: str = "auto", model_backend: str = "auto", onnx_file: Optional[str] = None) -> SearchResult:
-    """The `k` tickets most similar to a query text, or to the ticket with number `ticket` (itself excluded).
+                    backend: str = "auto", model_backend: str = "auto", onnx_file: Optional[str] = None,
+                    filters=None) -> SearchResult:
+    """The `k` tickets most similar to a query text, or to the ticket with number `ticket` (itself excluded),
+    among the tickets passing `filters` (a filters.TicketFilter) when given.
+
+    With a calibration in the model folder (calibration.py) each hit has its `tier` and calibrated `precision`,
+    and the default threshold is the duplicate tier's.
 
     The model (a folder or a name `resolve_model` knows) is loaded only when it must encode
     something: a cached index searched for a known ticket needs no model at all. `backend` is the
@@ -391,16 +399,29 @@ def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = No
         if cached:
             encoder.check_agrees(index.probe, str(cache.cache_dir))
         vector = encoder.encode([query])[0]
-    scores, rows = index.search(vector, k + int(excluded.sum()))
+    matching = None
+    if filters:
+        from .filters import filtered_search
+
+        allowed = np.setdiff1d(filters.rows(tickets), np.flatnonzero(excluded))
+        matching = len(allowed)
+        scores, rows = filtered_search(index, vector, k, allowed)
+    else:
+        scores, rows = index.search(vector, k + int(excluded.sum()))
     keep = (rows[0] >= 0) & ~excluded[np.maximum(rows[0], 0)]
     scores, rows = scores[0][keep][:k], rows[0][keep][:k]
+    calibration = Calibration.load(encoder.folder)
     if threshold is None:
-        threshold = model_threshold(model)
+        threshold = calibration.thresholds.get("duplicate") if calibration else model_threshold(model)
     ranked = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "score": scores.astype(float),
                            "above_threshold": scores >= threshold if threshold is not None else pd.NA})
+    if calibration is not None:
+        ranked["tier"] = [calibration.tier(float(s)) for s in scores]
+        ranked["precision"] = calibration.precision(scores)
     own = tickets.iloc[rows].drop(columns=list(ranked.columns), errors="ignore").reset_index(drop=True)
     hits = pd.concat([ranked, own], axis=1)
-    return SearchResult(hits=hits, threshold=threshold, cached=cached, backend=index.backend, n_tickets=len(tickets))
+    return SearchResult(hits=hits, threshold=threshold, cached=cached, backend=index.backend, n_tickets=len(tickets),
+                        tiers=dict(calibration.thresholds) if calibration else None, n_matching=matching)
 
 
 def hits_table(result: SearchResult, show: Sequence[str] = (), text_width: int = 100):
@@ -413,10 +434,14 @@ def hits_table(result: SearchResult, show: Sequence[str] = (), text_width: int =
 
     where = "cached" if result.cached else "built"
     limit = "no threshold known" if result.threshold is None else f"threshold {result.threshold:.3f}"
-    table = Table(title=f"{len(result.hits)} most similar of {result.n_tickets} tickets "
+    among = "" if result.n_matching is None else f" ({result.n_matching} passing the filters)"
+    table = Table(title=f"{len(result.hits)} most similar of {result.n_tickets} tickets{among} "
                         f"(index {where}, {result.backend}; {limit})")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
+    if result.tiers is not None:
+        table.add_column("tier")
+        table.add_column("precision", justify="right")
     if result.threshold is not None:
         table.add_column("similar", justify="center")
     columns = (["number"] if "number" in result.hits.columns else []) + list(show) + ["text"]
@@ -428,5 +453,6 @@ def hits_table(result: SearchResult, show: Sequence[str] = (), text_width: int =
         mark = [] if result.threshold is None else ["[green]yes[/green]" if values["above_threshold"] else "no"]
         # Ticket fields are shown as plain text: a "[...]" in them is not rich markup.
         cells = [Text(str(values[c])) for c in columns[:-1]] + [Text(text)]
-        table.add_row(str(values["rank"]), f"{values['score']:.3f}", *mark, *cells)
+        tier = [] if result.tiers is None else [values["tier"], f"{values['precision']:.2f}"]
+        table.add_row(str(values["rank"]), f"{values['score']:.3f}", *tier, *mark, *cells)
     return table

@@ -34,15 +34,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from . import __version__
+from .calibration import Calibration
+from .clusters import parse_window, recent_clusters, window_end
 from .errors import UserError
 from .encoders import Encoder, EncoderChoice
+from .feedback import FeedbackStore, Verdict
+from .filters import FIELDS, ColumnCache, TicketFilter, date_column, filter_options, filtered_search
 from .live_tickets import LiveTickets
 from .models import offline_environment
 from .search import choose_backend, model_threshold, read_ticket_file
+from .reasons import why
 from .store import store_url
-from .serve_http import (MAX_BODY_BYTES, MAX_TICKETS_PER_POST, BodyLimit, ClientError, EmbedRequest, EmbedResponse,
-                         ErrorGuard, ErrorResponse, Health, SimilarRequest, SimilarResponse, SyncStatus,
-                         TicketsRequest, TicketsResponse, validation_message)
+from .serve_http import (MAX_BODY_BYTES, MAX_TICKETS_PER_POST, BodyLimit, ClientError, ClustersResponse, EmbedRequest,
+                         EmbedResponse, ErrorGuard, ErrorResponse, FeedbackRequest, FeedbackResponse, Health,
+                         SimilarRequest, SimilarResponse, SyncStatus, TicketsRequest, TicketsResponse,
+                         validation_message)
 
 # One encode call takes the waiting requests up to about this many texts; larger batches would make
 # the requests at their front wait longer than batching saves.
@@ -71,6 +77,7 @@ class ServeSettings:
     sync_every: float = 300.0
     model_backend: str = "auto"  # the encoder: torch, onnx or auto (encoders.EncoderChoice)
     onnx_file: Optional[str] = None
+    feedback_db: Optional[str] = None  # SQLAlchemy URL; default the store's own database
 
 
 # --- the model thread ---
@@ -82,6 +89,8 @@ class Similar:
     text: Optional[str]
     number: Optional[str]
     k: int
+    filters: Optional[dict] = None
+    why: bool = True
 
     @property
     def texts(self) -> list[str]:
@@ -91,6 +100,21 @@ class Similar:
 @dataclass
 class Embed:
     texts: list[str]
+
+
+@dataclass
+class Feedback:
+    request: FeedbackRequest
+    texts = ()
+
+
+@dataclass
+class Clusters:
+    window: str
+    min_size: int
+    until: Optional[str]
+    min_score: Optional[float]
+    texts = ()
 
 
 @dataclass
@@ -122,6 +146,9 @@ class Engine:
         self.live: Optional[LiveTickets] = None
         self.agreement: Optional[float] = None  # lowest probe cosine to the index's model; None: built here
         self.syncer = None
+        self.calibration: Optional[Calibration] = None
+        self.feedback: Optional[FeedbackStore] = None
+        self.columns = ColumnCache()
 
     @classmethod
     def open(cls, settings: ServeSettings) -> tuple["Engine", bool]:
@@ -153,6 +180,10 @@ class Engine:
 
             engine.syncer = Syncer(parse_source(settings.sync_from), Credentials.from_environment(), engine.live.store,
                                    every=settings.sync_every, tickets_file=Path(settings.tickets))
+        engine.calibration = Calibration.load(encoder.folder)
+        # Verdicts live in the service's own database (beside its tickets) unless --feedback-db names another.
+        engine.feedback = (FeedbackStore.open(settings.feedback_db) if settings.feedback_db
+                           else FeedbackStore(engine.live.store.engine))
         return engine, cached
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -160,6 +191,7 @@ class Engine:
 
     def run(self, jobs: list) -> list:
         """Each job's answer, or the exception that answers it; tickets are added first, so a search beside them sees them."""
+        seen = self.live.seq
         self.live.refresh()
         answers: list = [None] * len(jobs)
         for i, job in enumerate(jobs):
@@ -170,6 +202,13 @@ class Engine:
                     answers[i] = job.call(self.live)
                 except Exception as exc:  # the submitter's to handle
                     answers[i] = exc
+        if self.live.seq != seen:  # tickets changed (here, by a sync or in another process): filter columns anew
+            self.columns.clear()
+        for i, job in enumerate(jobs):
+            if isinstance(job, Feedback):
+                answers[i] = self._feedback(job.request)
+            elif isinstance(job, Clusters):
+                answers[i] = self._clusters(job)
         texts = [text for job in jobs for text in job.texts]
         vectors = iter(self.encode(texts) if texts else [])
         queries, searches = [], []
@@ -177,21 +216,36 @@ class Engine:
             if isinstance(job, Embed):
                 answers[i] = {"model": self.settings.model, "dim": self.dim,
                               "vectors": [next(vectors).tolist() for _ in job.texts]}
-            elif isinstance(job, Similar) and job.text:
-                queries.append(next(vectors))
-                searches.append((i, job.k, []))
-            elif isinstance(job, Similar):
+            if not isinstance(job, Similar):
+                continue
+            vector = next(vectors) if job.text else None
+            try:
+                spec = TicketFilter.parse(job.filters, list(self.live.columns))
+            except UserError as exc:
+                answers[i] = ClientError(422, str(exc))
+                continue
+            rows: list[int] = []
+            if not job.text:
                 rows = self.live.rows_of.get(job.number.strip())
                 if rows is None:
                     answers[i] = ClientError(404, f"number: no ticket numbered '{job.number}' is indexed; check the "
                                                   "number, add the ticket with POST /tickets, or send its text")
                     continue
-                queries.append(self.live.index.vectors[rows[0]])
-                searches.append((i, job.k, rows))
+                vector = self.live.index.vectors[rows[0]]
+            if spec:
+                # Filtered: the top k among the matching tickets, each query on its own.
+                allowed = np.setdiff1d(spec.rows(self.live.tickets, self.columns), rows + sorted(self.live.deleted))
+                scores, found = filtered_search(self.live.index, vector, job.k, allowed)
+                keep = found[0] >= 0
+                answers[i] = self._similar(scores[0][keep], found[0][keep], job, rows)
+            else:
+                queries.append(vector)
+                searches.append((i, job, rows))
         if queries:
-            found = self.live.search(np.stack(queries), [k for _, k, _ in searches], [rows for _, _, rows in searches])
-            for (i, _, _), (scores, rows) in zip(searches, found):
-                answers[i] = self._similar(scores, rows)
+            found = self.live.search(np.stack(queries), [job.k for _, job, _ in searches],
+                                     [rows for _, _, rows in searches])
+            for (i, job, own), (scores, rows) in zip(searches, found):
+                answers[i] = self._similar(scores, rows, job, own)
         return answers
 
     @property
@@ -205,16 +259,92 @@ class Engine:
             return ClientError(422, str(exc))
         return {"added": added, "updated": updated, "tickets": len(self.live)}
 
-    def _similar(self, scores: np.ndarray, rows: np.ndarray) -> dict:
+    def _similar(self, scores: np.ndarray, rows: np.ndarray, job: Similar, own: list[int]) -> dict:
         threshold = self.settings.threshold
         tickets = self.live.frame(rows)
         group = self.settings.group_column
         groups = tickets[group] if group in tickets.columns else [""] * len(rows)
+        shown = [c for c in (*FIELDS, "opened_at") if c in tickets.columns]
+        fields = [{c: str(v).strip() for c, v in zip(shown, values) if str(v).strip()}
+                  for values in tickets[shown].itertuples(index=False)]
+        query = dict(self.live.frame(own[:1]).iloc[0]) if own else {"text": job.text}
+        calibration = self.calibration
+        precisions = calibration.precision(scores) if calibration else [None] * len(rows)
         results = [{"rank": rank, "number": number or None, "text": text, "group": grouped or None, "score": float(score),
-                    "duplicate": None if threshold is None else bool(score >= threshold)}
-                   for rank, (number, text, grouped, score)
-                   in enumerate(zip(tickets["number"], tickets["text"], groups, scores), start=1)]
-        return {"threshold": threshold, "tickets": len(self.live), "results": results}
+                    "duplicate": None if threshold is None else bool(score >= threshold),
+                    "tier": calibration.tier(float(score)) if calibration else None,
+                    "precision": None if precision is None else round(float(precision), 4), "fields": shown_fields,
+                    "why": why(query, {"text": text, **shown_fields}) if job.why else None}
+                   for rank, (number, text, grouped, score, precision, shown_fields)
+                   in enumerate(zip(tickets["number"], tickets["text"], groups, scores, precisions, fields), start=1)]
+        return {"threshold": threshold, "tiers": self.tiers, "tickets": len(self.live), "results": results}
+
+    @property
+    def tiers(self) -> Optional[dict]:
+        return dict(self.calibration.thresholds) if self.calibration else None
+
+    def _ticket(self, number: str, field: str) -> dict:
+        rows = self.live.rows_of.get(number.strip())
+        if rows is None:
+            raise ClientError(404, f"{field}: no ticket numbered '{number}' is indexed; check the number or add the "
+                                   "ticket with POST /tickets")
+        return dict(self.live.frame(rows[:1]).iloc[0])
+
+    def _feedback(self, request: FeedbackRequest):
+        try:
+            suggested = self._ticket(request.suggested, "suggested")
+            query = self._ticket(request.query, "query") if request.query else {"text": request.query_text}
+        except ClientError as exc:
+            return exc
+        if request.query and request.query.strip() == request.suggested.strip():
+            return ClientError(422, "suggested: is the query ticket itself; send the number of a suggested ticket")
+        stored = self.feedback.record(Verdict(query_text=query["text"], suggested=request.suggested.strip(),
+                                              suggested_text=suggested["text"], verdict=request.verdict,
+                                              agent=request.agent.strip(),
+                                              query_number=request.query.strip() if request.query else None))
+        return {"stored": stored, "feedback": self.feedback.count()}
+
+    def _clusters(self, job: Clusters):
+        try:
+            window = parse_window(job.window)
+            until = window_end(job.until)
+        except UserError as exc:
+            return ClientError(422, str(exc))
+        if job.min_size < 2:
+            return ClientError(422, f"min: {job.min_size} is below 2; a cluster needs at least 2 tickets")
+        min_score = job.min_score
+        if min_score is None:
+            min_score = (self.tiers or {}).get("related")
+            if min_score is None:
+                return ClientError(422, "min_score: the model has no calibrated related tier; pass min_score (a cosine "
+                                        "such as 0.6) or calibrate the model (`tickettune evaluate --calibrate`)")
+        tickets = self.live.tickets
+        column = date_column(tickets, "opened_at")
+        if column is None:
+            return ClientError(422, "window: the tickets have no opened_at column, so no window can be applied")
+        opened = self.columns.times(tickets, column)
+        if self.live.deleted:  # deleted tickets (synced deletions) stay in the table but join no cluster
+            opened = opened.copy()
+            opened[sorted(self.live.deleted)] = np.datetime64("NaT")
+        found = recent_clusters(opened, self.live.index.vectors, until=until, window=window, min_size=job.min_size,
+                                min_score=min_score)
+        group = self.settings.group_column
+        clusters = []
+        for cluster in found:
+            members = tickets.iloc[cluster["rows"]]
+            clusters.append({"size": len(members), "newest": _iso(cluster["newest"]), "oldest": _iso(cluster["oldest"]),
+                             "tickets": [{"number": m["number"] or None, "text": m["text"],
+                                          "group": (m[group] if group in members.columns else "") or None,
+                                          "opened_at": _iso(stamp)}
+                                         for (_, m), stamp in zip(members.iterrows(), opened[cluster["rows"]])]})
+        return {"window": job.window, "since": (until - window).isoformat(), "until": until.isoformat(),
+                "min_score": float(min_score), "clusters": clusters}
+
+
+def _iso(stamp: np.datetime64) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(stamp).tz_localize("UTC").isoformat()
 
 
 class Batcher:
@@ -322,8 +452,30 @@ def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MA
 
     @app.post("/similar", response_model=SimilarResponse, dependencies=protected, responses=errors)
     async def similar(request: SimilarRequest):
-        """The k tickets most similar to a text or to an indexed ticket; `duplicate` marks scores at or above the threshold."""
-        return await batcher.submit(Similar(request.text, request.number, request.k))
+        """The k tickets most similar to a text or to an indexed ticket, among those passing `filters`; each with its
+        calibrated tier and precision, and why it was suggested; `duplicate` marks scores at or above the threshold."""
+        return await batcher.submit(Similar(request.text, request.number, request.k, request.filters, request.why))
+
+    @app.post("/feedback", response_model=FeedbackResponse, dependencies=protected, responses=errors)
+    async def feedback(request: FeedbackRequest):
+        """An agent's verdict on a suggestion (duplicate, related or unrelated), kept for `tickettune feedback export`;
+        one per query, suggested ticket and agent (sent again: replaced)."""
+        return await batcher.submit(Feedback(request))
+
+    @app.get("/clusters", response_model=ClustersResponse, dependencies=protected, responses=errors)
+    async def clusters(window: str = "4h", min: int = 4, until: Optional[str] = None,
+                       min_score: Optional[float] = None):
+        """Groups of at least `min` mutually similar incidents opened in the `window` (30m, 4h, 2d) before `until`
+        (default now): every two score at least `min_score` (default the related tier's threshold). Newest first."""
+        return await batcher.submit(Clusters(window, min, until, min_score))
+
+    @app.get("/filters", dependencies=protected, responses=errors)
+    async def filters():
+        """The fields /similar can be filtered on, each with its values in the tickets, and the time bounds."""
+        from .filters import WINDOWS
+
+        return {"fields": filter_options(engine.live.tickets), "windows": [name for name, (column, _) in WINDOWS.items()
+                                                                         if date_column(engine.live.tickets, column)]}
 
     @app.post("/tickets", response_model=TicketsResponse, dependencies=protected, responses=errors)
     async def tickets(request: TicketsRequest):
@@ -346,7 +498,7 @@ def create_app(engine: Engine, settings: ServeSettings, max_body_bytes: int = MA
     async def health():
         """For load balancers: no token needed, no ticket data. `sync` is the last sync's time, lag and error."""
         return {"status": "ok", "model": settings.model, "tickets": len(engine.live), "threshold": settings.threshold,
-                "version": __version__, "batching": settings.batching, "auth": bool(settings.token),
+                "tiers": engine.tiers, "version": __version__, "batching": settings.batching, "auth": bool(settings.token),
                 "encoder": engine.encoder.label, "sync": syncer.health() if syncer else None}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -410,7 +562,8 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         # Without one in the file, tickets posted later may still bring an assignment group.
         settings.group_column = next((c for c in GROUP_COLUMNS if c in frame.columns), GROUP_COLUMNS[0])
     if settings.threshold is None:
-        settings.threshold = model_threshold(settings.model)
+        calibration = Calibration.load(choice.folder)
+        settings.threshold = calibration.thresholds.get("duplicate") if calibration else model_threshold(settings.model)
     choose_backend(len(frame), settings.index)
     store_url(settings.store)
     if settings.sync_from:
@@ -427,6 +580,9 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     agreement = "" if engine.agreement is None else f", lowest probe cosine to the index's model {engine.agreement:.4f}"
     say(f"encoder: {choice.label}{agreement}")
     threshold = "no threshold known" if settings.threshold is None else f"threshold {settings.threshold:.3f}"
+    if engine.calibration is not None:
+        threshold += "; calibrated tiers " + ", ".join(
+            f"{tier} >= {value:.3f}" if value is not None else f"no {tier}" for tier, value in engine.tiers.items())
     say(f"{len(engine.live)} tickets indexed (index {'cached' if cached else 'built'}, added tickets in "
         f"{engine.live.store.url}); {threshold}; token {'required' if settings.token else 'not required'}")
     if engine.syncer:

@@ -35,11 +35,18 @@ class ClientError(Exception):
 
 class SimilarRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"text": "Outlook keeps asking for my password", "k": 5}, {"number": "INC0010042", "k": 10}]})
+        {"text": "Outlook keeps asking for my password", "k": 5}, {"number": "INC0010042", "k": 10},
+        {"text": "Outlook keeps asking for my password", "filters": {"cmdb_ci": "Exchange Online",
+                                                                      "opened_after": "2024-03-01"}}]})
 
     text: Optional[str] = Field(None, description="text of the new ticket (longer than the model's window: truncated)")
     number: Optional[str] = Field(None, description="number of an indexed ticket; it is left out of its own results")
     k: int = Field(10, ge=1, le=MAX_K, description="how many similar tickets to return")
+    filters: Optional[dict[str, Any]] = Field(None, description=(
+        "narrow the search before the top k is taken: assignment_group, cmdb_ci, category, subcategory, state, "
+        "priority or contact_type (a value or a list of values; fields the tickets have), and opened_after, "
+        "opened_before, updated_after, updated_before (ISO dates or date-times, UTC); GET /filters lists them"))
+    why: bool = Field(True, description="give each result its reasons: shared fields, error codes and terms")
 
     @field_validator("text", "number")
     @classmethod
@@ -61,11 +68,19 @@ class Hit(BaseModel):
     text: str
     group: Optional[str] = Field(description="assignment group (or --group-column) when the tickets have one")
     score: float = Field(description="cosine similarity, -1 to 1")
-    duplicate: Optional[bool] = Field(description="score at or above the threshold; null when no threshold is known")
+    duplicate: Optional[bool] = Field(description="score at or above the threshold (by default the calibrated "
+                                                  "duplicate tier's); null when no threshold is known")
+    tier: Optional[str] = Field(description="duplicate, related or none by the model's calibration; null without one")
+    precision: Optional[float] = Field(description="calibrated chance that a result this close is the query's "
+                                                   "problem (same group on held-out tickets); null without calibration")
+    fields: dict[str, str] = Field(description="the result's filterable fields and its opened_at, where it has them")
+    why: Optional[dict[str, Any]] = Field(None, description="shared fields (same CI, group, ...), shared error codes, "
+                                                            "shared terms")
 
 
 class SimilarResponse(BaseModel):
     threshold: Optional[float]
+    tiers: Optional[dict[str, Optional[float]]] = Field(description="the calibrated tiers' score thresholds")
     tickets: int = Field(description="tickets searched")
     results: list[Hit]
 
@@ -119,11 +134,74 @@ class SyncStatus(BaseModel):
     mark: Optional[str] = Field(description="sys_updated_on of the newest change read")
 
 
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query_text": "Outlook keeps asking for my password", "suggested": "INC0010042", "verdict": "duplicate",
+         "agent": "ana.silva"},
+        {"query": "INC0010050", "suggested": "INC0010042", "verdict": "unrelated"}]})
+
+    query: Optional[str] = Field(None, description="number of the indexed ticket that was searched with")
+    query_text: Optional[str] = Field(None, description="or the text that was searched with")
+    suggested: str = Field(description="number of the suggested ticket")
+    verdict: str = Field(description="duplicate, related or unrelated")
+    agent: str = Field("", max_length=128, description="who judged; one verdict per query, suggestion and agent")
+
+    @field_validator("query", "query_text", "suggested")
+    @classmethod
+    def _not_blank(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.strip():
+            raise ValueError("is empty; send the ticket number or text")
+        return value
+
+    @field_validator("verdict")
+    @classmethod
+    def _verdict(cls, value: str) -> str:
+        from .feedback import VERDICTS
+
+        if value not in VERDICTS:
+            raise ValueError(f"'{value}' is not one of {', '.join(VERDICTS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "FeedbackRequest":
+        if (self.query is None) == (self.query_text is None):
+            raise ValueError("query or query_text: send exactly one of them")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    stored: str = Field(description="added, updated (another verdict replaced) or unchanged (the same one again)")
+    feedback: int = Field(description="verdicts stored now")
+
+
+class ClusterTicket(BaseModel):
+    number: Optional[str]
+    text: str
+    group: Optional[str]
+    opened_at: str
+
+
+class Cluster(BaseModel):
+    size: int
+    newest: str
+    oldest: str
+    tickets: list[ClusterTicket] = Field(description="newest first")
+
+
+class ClustersResponse(BaseModel):
+    window: str
+    since: str
+    until: str
+    min_score: float = Field(description="every two tickets of a cluster score at least this")
+    clusters: list[Cluster] = Field(description="newest first")
+
+
 class Health(BaseModel):
     status: str
     model: str
     tickets: int
     threshold: Optional[float]
+    tiers: Optional[dict[str, Optional[float]]]
     version: str
     batching: bool
     auth: bool

@@ -38,6 +38,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
 from . import leakage
+from .feedback_training import add_feedback
 from .checkpoints import RUN_FILE, prepare_workdir, run_fingerprint
 from .config import GROUP_LOSSES, PHASES, TrainConfig
 from .errors import UserError, check_output_dir, partial_dir
@@ -47,7 +48,7 @@ from .jsonio import write_json
 from .losses import IN_BATCH_NEGATIVES, ONE_PER_GROUP, build_loss, loss_columns
 from .models import add_lora, check_positions, parameter_counts
 from .report import fmt
-from .run_outputs import RunOutputs, TrainResult, scored_sets, write_run
+from .run_outputs import RunOutputs, TrainResult, calibrate_run, scored_sets, write_run
 from .schedule import Plan, plan_batches, plan_scheduler
 from .trainer import (BestModel, CurriculumTrainer, PairEvaluator, PhaseCallback, StopCallback, UpdateScaler,
                       choose_update_scale, say, training_arguments, training_dataset, training_log)
@@ -161,11 +162,16 @@ def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list
     return trainer
 
 
-def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False) -> None:
+def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False,
+                        feedback: bool = False) -> None:
     """Refuse options that mean nothing for the head stage, before any data is read."""
     if config.stage == "head" and (resume or merge or phases != "keep" or pruned):
         raise UserError("--resume, --merge, --phases and pruning are for the encoder stage; the head stage "
                         "(stage: head) trains in seconds from cached vectors and saves a standalone model")
+    if config.stage == "head" and feedback:
+        raise UserError("--feedback adds agents' verdicts as labelled pairs, which the encoder stage's pair losses "
+                        "learn from; the head stage (the recommended recipe) learns from ticket groups only; pass "
+                        "--preset recommended-pairs (or --set stage=encoder --set loss=cosent)")
 
 
 def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
@@ -289,6 +295,7 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
     metrics, scores = judge(model, base, sets, config.retrieval_queries, config.threshold_cv_folds,
                             config.bootstrap_resamples, config.seed)
     del base
+    calibration = calibrate_run(model, config, pairs, show)
     model.model_card_data.add_tags(["tickettune", "curriculum-learning"] + (["lora"] if config.use_lora else []))
 
     def save(folder: Path) -> None:
@@ -299,12 +306,21 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
             merge_adapter(merged, adapter_folder(folder / "model"))
             merged.save_pretrained(str(folder / "model-merged"))
             leakage.write_training_texts(folder / "model-merged", trained)
+            if calibration is not None:
+                calibration.save(folder / "model-merged")
 
     recipe = (f"{config.loss} loss, lr {config.lr:g}, "
               f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, epochs "
               + "/".join(f"{e:g}" for e in config.phase_epochs))
     return write_run(RunOutputs(config, pairs, sets, metrics, scores, log, recipe,
-                                trained if config.loss in GROUP_LOSSES else pairs.train), save, out, overwrite)
+                                trained if config.loss in GROUP_LOSSES else pairs.train, calibration=calibration),
+                     save, out, overwrite)
+
+
+def _with_feedback(data: TrainingPairs, feedback: Path, config: TrainConfig) -> TrainingPairs:
+    data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
+    say(f"feedback: {note}")
+    return data
 
 
 def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path | None = None,
@@ -313,10 +329,11 @@ def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path |
               config_file: Path | None = None, sets: list[str] | None = None, model: str | None = None,
               budget: str | None = None, probes: list[Path] | None = None, probe_groups: list[str] | None = None,
               phases: str = "keep", overwrite: bool = False, resume: bool = False, merge: bool = False,
-              allow_leakage: bool = False,
+              allow_leakage: bool = False, feedback: Path | None = None,
               status: Callable[[str], Any] = lambda message: contextlib.nullcontext()) -> TrainResult:
     """The `train` command: resolve the config (the group recipe when the data has tickets), read the pairs or split
-    a ticket export as `tickettune pairs` would, train, and with tickets write the split to OUT/pairs.
+    a ticket export as `tickettune pairs` would, add `feedback` (an export of agents' verdicts) to the train pairs,
+    train, and with tickets write the split to OUT/pairs.
     `budget` is a duration ('15m'); `probes` are same-problem probe files judged at the end (probes.read_probes).
     `status(message)` is a context manager shown while the export is split."""
     from .config import resolve_config
@@ -339,11 +356,13 @@ def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path |
                             budget_minutes=budget_minutes, tickets=tickets is not None or has_train_tickets(pairs))
     if not config.output_dir:
         raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
-    check_stage_options(config, resume=resume, merge=merge, phases=phases)
+    check_stage_options(config, resume=resume, merge=merge, phases=phases, feedback=feedback is not None)
     out = Path(config.output_dir)
     if tickets is None:
         data = replace(load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file),
                        probes=probe_sets)
+        if feedback is not None:
+            data = _with_feedback(data, feedback, config)
         return train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
                      phases=phases)
     from .pairs import write_pair_dir
@@ -352,6 +371,8 @@ def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path |
     with status(f"splitting {tickets} and making held-out tickets and test pairs"):
         data, pairset = pairs_from_tickets(tickets, group_by, text_columns, config)
     data = replace(data, probes=probe_sets)
+    if feedback is not None:
+        data = _with_feedback(data, feedback, config)
     result = train(config, data, out, overwrite=overwrite, resume=resume, merge=merge, allow_leakage=allow_leakage,
                    phases=phases)
     if result.metrics:  # rank 0 of a torchrun job

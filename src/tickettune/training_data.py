@@ -46,11 +46,16 @@ class TrainingPairs:
     representative: pd.DataFrame | None = None
     tickets: dict[str, pd.DataFrame] = field(default_factory=dict)
     probes: dict[str, pd.DataFrame] = field(default_factory=dict)  # same-problem probes judged at the end (probes.py)
+    # `train --feedback`: the held-out verdicts (a pair set judged like the others) and what was used.
+    feedback: pd.DataFrame | None = None
+    feedback_note: str = ""
 
     def test_sets(self) -> TestSets:
         pairs = {self.test_name: self.test}
         if self.representative is not None:
             pairs["representative"] = self.representative
+        if self.feedback is not None:
+            pairs["feedback"] = self.feedback
         return TestSets(self.tickets.get("test"), pairs, self.probes)
 
     def masked(self) -> "TrainingPairs":
@@ -60,6 +65,7 @@ class TrainingPairs:
         return replace(self, train=mask_pair_texts(self.train), eval=mask_pair_texts(self.eval),
                        test=mask_pair_texts(self.test),
                        representative=None if self.representative is None else mask_pair_texts(self.representative),
+                       feedback=None if self.feedback is None else mask_pair_texts(self.feedback),
                        tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()},
                        probes={k: mask_pair_texts(v) for k, v in self.probes.items()})
 
@@ -169,4 +175,5 @@ def check_leakage(pairs: TrainingPairs, action: str = "train") -> None:
     """Refuse test texts (pairs and tickets) that also occur in the training pairs or tickets (compared case- and
     space-insensitively)."""
     training = leakage.fingerprints(pairs.train) | leakage.fingerprints(pairs.tickets.get("train", pd.DataFrame()))
-    leakage.check_leakage(training, pd.concat(pairs.test_sets().frames()), action)
+    # Held-out feedback is left out: its suggestions are indexed tickets, which may well be training tickets.
+    leakage.check_leakage(training, pd.concat(replace(pairs, feedback=None).test_sets().frames()), action)

@@ -1,0 +1,127 @@
+"""Feedback: one verdict per (query, suggestion, agent) in SQLite and PostgreSQL, its export as pairs, and what
+`train --feedback` makes of them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pandas as pd
+import pytest
+
+from tickettune.cli import main
+from tickettune.errors import UserError
+from tickettune.feedback import FeedbackStore, Verdict, default_url
+from tickettune.feedback_training import add_feedback, feedback_change, read_feedback, split_feedback
+from tickettune.pairs_io import read_pairs
+from tickettune.training_data import TrainingPairs
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def verdict(verdict: str, agent: str = "ana", **kw) -> Verdict:
+    values = dict(query_text="VPN drops every hour", suggested="INC2", suggested_text="VPN disconnects hourly")
+    values.update(kw)
+    return Verdict(verdict=verdict, agent=agent, **values)
+
+
+def exercise(store: FeedbackStore) -> None:
+    assert store.record(verdict("duplicate")) == "added"
+    assert store.record(verdict("duplicate")) == "unchanged"
+    assert store.record(verdict("unrelated")) == "updated"
+    assert store.record(verdict("related", agent="bo")) == "added"  # another agent's own verdict
+    assert store.record(verdict("duplicate", query_number="INC7", query_text="vpn text of INC7")) == "added"
+    rows = store.rows()
+    assert [(r["agent"], r["verdict"], r["query_key"][:5]) for r in rows] == [
+        ("ana", "unrelated", "text:"), ("bo", "related", "text:"), ("ana", "duplicate", "INC7")]
+
+
+def test_sqlite_store_is_idempotent_and_exports_pairs(tmp_path):
+    store = FeedbackStore.open(default_url(tmp_path / "store"))
+    exercise(store)
+    assert FeedbackStore.open(default_url(tmp_path / "store")).count() == 3  # durable: another connection sees them
+    out = tmp_path / "pairs.jsonl"
+    assert store.export(out) == 3
+    pairs = read_pairs(out)
+    assert pairs["label"].tolist() == [0.0, 0.5, 1.0] and pairs["text2"].tolist() == ["VPN disconnects hourly"] * 3
+    first = json.loads(out.read_text().splitlines()[0])
+    assert (first["verdict"], first["suggested"], first["agent"], first["query_number"]) == ("unrelated", "INC2", "ana",
+                                                                                             None)
+
+
+def test_postgres_store():
+    import sqlalchemy
+
+    schema = f"feedback_test_{uuid.uuid4().hex[:8]}"
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES)
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    except ImportError:
+        pytest.skip("no PostgreSQL driver: pip install 'tickettune[postgres]'")
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES}: {type(exc.orig).__name__}")
+    try:
+        scoped = sqlalchemy.create_engine(POSTGRES, connect_args={"options": f"-csearch_path={schema}"})
+        exercise(FeedbackStore(scoped))
+        scoped.dispose()
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def test_a_verdict_not_in_the_list_is_refused():
+    with pytest.raises(UserError, match="verdict: 'maybe' is not one of duplicate, related, unrelated"):
+        verdict("maybe")
+
+
+def feedback_file(tmp_path, queries: int):
+    lines = []
+    for q in range(queries):
+        lines.append({"text1": f"query {q}", "text2": f"right {q}", "label": 1.0})
+        lines.append({"text1": f"query {q}", "text2": f"wrong {q}", "label": 0.0})
+    path = tmp_path / "feedback.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_feedback_joins_the_hard_phase_and_a_fifth_of_the_queries_is_held_out(tmp_path):
+    train = pd.DataFrame({"text1": ["a", "b"], "text2": ["c", "d"], "label": [1.0, 0.0], "phase": ["easy", "hard"]})
+    pairs = TrainingPairs(train, train, train)
+    added, note = add_feedback(pairs, feedback_file(tmp_path, 30), seed=0, loss="cosine")
+    assert len(added.train) == 2 + 48 and set(added.train["phase"].iloc[2:]) == {"hard"}
+    assert len(added.feedback) == 12 and not set(added.feedback["text1"]) & set(added.train["text1"])
+    assert note.endswith("48 trained on as pairs (hard phase), 12 held out") and note.startswith("60 verdicts (30 duplicate")
+    assert "feedback" in added.test_sets().pairs and "feedback" not in pairs.test_sets().pairs
+    few = split_feedback(read_feedback(feedback_file(tmp_path, 10)), seed=0)  # 2 held-out queries judge nothing
+    assert len(few[0]) == 20 and few[1].empty
+
+
+def test_feedback_change_reads_rejected_and_confirmed_means():
+    held = pd.DataFrame({"text1": ["q", "q", "r"], "text2": ["a", "b", "c"], "label": [0.0, 1.0, 0.0]})
+    scores = {"baseline": pd.Series([0.8, 0.7, 0.6]).to_numpy(), "model": pd.Series([0.4, 0.9, 0.2]).to_numpy()}
+    assert feedback_change(held, scores) == ("held-out verdicts: rejected suggestions' mean score 0.700 -> 0.300 (2); "
+                                             "confirmed suggestions' mean score 0.700 -> 0.900 (1)")
+
+
+def test_feedback_needs_a_pair_loss_and_a_file(tmp_path):
+    train = pd.DataFrame({"text1": ["a"], "text2": ["c"], "label": [1.0]})
+    pairs = TrainingPairs(train, train, train)
+    with pytest.raises(UserError, match="train with a pair loss"):
+        add_feedback(pairs, feedback_file(tmp_path, 3), seed=0, loss="group_mnrl")
+    with pytest.raises(UserError, match="file not found; write it with `tickettune feedback export"):
+        add_feedback(pairs, tmp_path / "none.jsonl", seed=0, loss="cosine")
+
+
+def test_export_command(tmp_path, capsys):
+    tickets = tmp_path / "incidents.csv"
+    FeedbackStore.open(default_url(tmp_path / "incidents.csv.added")).record(verdict("duplicate"))
+    out = tmp_path / "pairs.jsonl"
+    assert main(["feedback", "export", "--tickets", str(tickets), "-o", str(out)]) == 0
+    assert "1 verdicts written" in capsys.readouterr().out and len(read_pairs(out)) == 1
+    for argv, message in [(["--tickets", str(tickets), "-o", str(out)], "already exists; pass --overwrite"),
+                          (["-o", str(out)], "pass exactly one of --tickets FILE, --store DIR or --database URL"),
+                          (["--store", str(tmp_path / "empty"), "-o", str(tmp_path / "x.jsonl")], "no feedback stored")]:
+        assert main(["feedback", "export", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
