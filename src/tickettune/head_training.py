@@ -57,9 +57,7 @@ class HeadEncoder:
 
 def measure_throughput(encoder: CachedEncoder, texts: list[str], train_vectors: int = 4096) -> Throughput:
     """Texts per second of the encoder on up to RATE_SAMPLE of `texts` not yet cached (they stay cached), and the
-    head's seconds per ticket-epoch on random vectors of the encoder's width. Nothing to encode: a nominal rate."""
-    from .head import HeadObjective, fit_head
-
+    head's seconds per ticket-epoch on random vectors of the encoder's width. Nothing to encode: an infinite rate."""
     missing = [t for t, v in zip(texts, encoder.cache.lookup(texts)) if v is None]
     rng = np.random.default_rng(0)
     sample = [missing[i] for i in rng.choice(len(missing), min(RATE_SAMPLE, len(missing)), replace=False)] \
