@@ -27,11 +27,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append_under  # noqa: E402
-
-from tickettune.calibration import TIERS, calibrate, halves  # noqa: E402
-from tickettune.models import load_model  # noqa: E402
-from tickettune.pairs import SPLITS, PairOptions, Tickets, split_tickets  # noqa: E402
-from tickettune.similarity import encode_texts  # noqa: E402
+from tickettune.core.models import load_model  # noqa: E402
+from tickettune.core.similarity import encode_texts  # noqa: E402
+from tickettune.data.pairs import SPLITS, PairOptions, Tickets, split_tickets  # noqa: E402
+from tickettune.evaluation.calibration import TIERS, calibrate, halves  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -62,8 +61,8 @@ def group_halves(frame: pd.DataFrame, seed: int, limit: int) -> dict[str, pd.Dat
 
 def datasets(args) -> dict[str, tuple[pd.DataFrame, str]]:
     """Each data set's tickets (text, group) and how it is held out: `split` (eval/test of train's split) or `halves`."""
-    from tickettune.sample import generate_sample
-    from tickettune.tickets import read_tickets
+    from tickettune.data.sample import generate_sample
+    from tickettune.data.tickets import read_tickets
 
     out = {}
     if "sample" in args.only:

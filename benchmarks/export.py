@@ -1,6 +1,6 @@
 """Exported all-MiniLM-L6-v2 on CPU: texts/s and STS Benchmark test Spearman of PyTorch, ONNX and ONNX int8.
 
-Exports the model with `tickettune.export.export_model` (merged folder + ONNX + int8). Speed: the
+Exports the model with `tickettune.training.export.export_model` (merged folder + ONNX + int8). Speed: the
 forms take turns encoding the same 512 STS sentences (batch 32), three rounds, best round kept, so
 that other work on the shared cores slows every form alike rather than whichever ran then.
 Spearman: every distinct sentence of sts-test.csv encoded once, pairs scored by cosine. The ONNX
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from tickettune.similarity import pair_scores
-from tickettune.export import export_model
-from tickettune.pairs_io import read_pairs
+from tickettune.core.similarity import pair_scores
+from tickettune.data.pairs_io import read_pairs
+from tickettune.training.export import export_model
 
 STS_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 MAX_SPEARMAN_DROP = 0.01
@@ -52,7 +52,7 @@ def load_forms(model_name: str, folder: Path, onnx_file: str, int8_file: str, th
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from tickettune.models import load_model
+    from tickettune.core.models import load_model
 
     torch.set_num_threads(threads)
     options = onnxruntime.SessionOptions()
@@ -96,7 +96,7 @@ def main() -> None:
         lines.append(f"| {name} | {files[i]} | {sizes[i]:.1f} | " + " | ".join(f"{speeds[t][i]:.0f}" for t in args.threads)
                      + f" | {spearmans[i]:.4f} | {spearmans[i] - spearmans[0]:+.4f} |")
     drop = spearmans[0] - min(spearmans)
-    body = (f"{args.model} exported by `tickettune.export.export_model` in {export_s:.0f} s (min cosine to the source "
+    body = (f"{args.model} exported by `tickettune.training.export.export_model` in {export_s:.0f} s (min cosine to the source "
             f"on probe texts: " + ", ".join(f"{k} {v:.5f}" for k, v in result.cosines.items()) + "). "
             f"Speed: best of 3 alternating rounds over 512 STS sentences, batch {args.batch_size}, torch and "
             f"onnxruntime {onnxruntime.__version__} limited to the stated threads (on shared cores one thread is the "

@@ -28,17 +28,16 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append_under  # noqa: E402
-
-from tickettune.config import resolve_config  # noqa: E402
-from tickettune.feedback import LABELS  # noqa: E402
-from tickettune.feedback_training import read_feedback, split_feedback  # noqa: E402
-from tickettune.models import load_model  # noqa: E402
-from tickettune.pairs import PairOptions, build_pairs, write_pair_dir  # noqa: E402
-from tickettune.sample import generate_sample  # noqa: E402
-from tickettune.similarity import encode_texts, pair_scores  # noqa: E402
-from tickettune.tickets import read_tickets  # noqa: E402
-from tickettune.train import train  # noqa: E402
-from tickettune.training_data import load_pairs  # noqa: E402
+from tickettune.core.models import load_model  # noqa: E402
+from tickettune.core.similarity import encode_texts, pair_scores  # noqa: E402
+from tickettune.data.pairs import PairOptions, build_pairs, write_pair_dir  # noqa: E402
+from tickettune.data.sample import generate_sample  # noqa: E402
+from tickettune.data.tickets import read_tickets  # noqa: E402
+from tickettune.serving.feedback import LABELS  # noqa: E402
+from tickettune.training.config import resolve_config  # noqa: E402
+from tickettune.training.dataset import load_pairs  # noqa: E402
+from tickettune.training.feedback_pairs import read_feedback, split_feedback  # noqa: E402
+from tickettune.training.run import train  # noqa: E402
 
 
 def simulate_agents(model, corpus: pd.DataFrame, suggestions: int, noise: float, seed: int) -> list[dict]:
@@ -111,7 +110,7 @@ def main() -> None:
         started = time.perf_counter()
         data = load_pairs(pairs_dir)
         if with_feedback:
-            from tickettune.feedback_training import add_feedback
+            from tickettune.training.feedback_pairs import add_feedback
 
             data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
             print(note, flush=True)
@@ -128,7 +127,7 @@ def main() -> None:
                      "confirmed, trained on": f"{trained_means['confirmed']:.3f}",
                      "test precision@10": f"{retrieval['precision@10']:.4f}",
                      "training time": f"{seconds[name]:.0f} s" if name in seconds else "-"})
-    from tickettune.retrieval import mean_difference_ci
+    from tickettune.evaluation.retrieval import mean_difference_ci
 
     per_query = {name: run.test_scores["retrieval"]["precision@10"] for name, run in runs.items()}
     difference = per_query["with --feedback"] - per_query["without feedback"]

@@ -13,7 +13,6 @@ text of another draw of the sample: encode, filter, score, top 10, reasons. Late
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess
@@ -26,11 +25,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import append_under  # noqa: E402
-
-from tickettune.models import load_model, resolve_model  # noqa: E402
-from tickettune.sample import generate_sample  # noqa: E402
-from tickettune.search import IndexCache, read_ticket_file  # noqa: E402
-from tickettune.similarity import encode_texts  # noqa: E402
+from tickettune.core.models import load_model, resolve_model  # noqa: E402
+from tickettune.core.similarity import encode_texts  # noqa: E402
+from tickettune.data.sample import generate_sample  # noqa: E402
+from tickettune.serving.index import IndexCache  # noqa: E402
+from tickettune.serving.search import read_ticket_file  # noqa: E402
 
 COLUMNS = ["number", "opened_at", "short_description", "description", "assignment_group", "cmdb_ci", "category",
            "state"]
@@ -109,7 +108,7 @@ def main() -> None:
         queries = [f"{r.short_description}\n{r.description}" for r in generate_sample(200, 1).itertuples()]
         times: dict[str, list[float]] = {name: [] for name in filters}
         with httpx.Client(base_url=url, timeout=60) as client:
-            for name, spec in filters.items():  # warm-up, and how many tickets each filter passes
+            for spec in filters.values():  # warm-up, and how many tickets each filter passes
                 body = {"text": queries[0], "k": 100, **({"filters": spec} if spec else {})}
                 client.post("/similar", json=body).raise_for_status()
             for turn in range(args.turns):
@@ -123,7 +122,7 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
-    from tickettune.filters import TicketFilter
+    from tickettune.serving.filters import TicketFilter
 
     tickets = read_ticket_file(path)
     for name, spec in filters.items():

@@ -27,21 +27,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402
-
-from tickettune.config import TrainConfig  # noqa: E402
-from tickettune.models import load_model  # noqa: E402
-from tickettune.retrieval import corpus_metrics, query_rows  # noqa: E402
-from tickettune.textio import normalise_text  # noqa: E402
-from tickettune.tickets import read_tickets  # noqa: E402
-from tickettune.models import add_lora  # noqa: E402
+from tickettune.core.models import load_model  # noqa: E402
+from tickettune.core.textio import normalise_text  # noqa: E402
+from tickettune.data.tickets import read_tickets  # noqa: E402
+from tickettune.evaluation.retrieval import corpus_metrics, query_rows  # noqa: E402
+from tickettune.training.config import TrainConfig  # noqa: E402
+from tickettune.training.lora import add_lora  # noqa: E402
 
 TICKETS = Path(__file__).resolve().parents[2] / "shared" / "data" / "it-service-tickets" / "tickets.csv.gz"
 
 
 def build_loss(name: str, model, distance: str, margin: float):
     from sentence_transformers.sentence_transformer import losses
-    from sentence_transformers.sentence_transformer.losses.batch_hard_triplet import \
-        BatchHardTripletLossDistanceFunction as Distance
+    from sentence_transformers.sentence_transformer.losses.batch_hard_triplet import (
+        BatchHardTripletLossDistanceFunction as Distance,
+    )
 
     metric = {"cosine": Distance.cosine_distance, "euclidean": Distance.euclidean_distance}[distance]
     return {"batch_all": lambda: losses.BatchAllTripletLoss(model, distance_metric=metric, margin=margin),

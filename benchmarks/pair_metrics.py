@@ -26,14 +26,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402
-
-from tickettune import evaluate  # noqa: E402
+from tickettune.evaluation import judge as evaluate  # noqa: E402
 
 
 def sklearn_pieces() -> dict:
     """scikit-learn versions of the three counted functions, same signatures and answers."""
-    from sklearn.metrics import (accuracy_score, precision_recall_curve, precision_recall_fscore_support,
-                                 roc_auc_score)
+    from sklearn.metrics import (
+        accuracy_score,
+        precision_recall_curve,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     def best_f1_threshold(y, scores):
         if not np.asarray(y).any():
@@ -75,14 +78,15 @@ def scored_pairs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         labels = rng.integers(0, 2, args.n).astype(float)
         return (labels, labels * 0.3 + rng.normal(0, 0.15, args.n), labels * 0.25 + rng.normal(0, 0.15, args.n),
                 f"{args.n} synthetic pairs")
-    from tickettune.models import load_model
+    from tickettune.core.models import load_model
 
     sets = evaluate.test_sets_from(args.pairs)
     name = sets.headline
     pairs = sets.pairs[name]
     _, scores = evaluate.judge(load_model(args.model), load_model(args.baseline), evaluate.TestSets(None, {name: pairs}),
                                resamples=10)
-    return pairs["label"].to_numpy(float), scores[name]["model"], scores[name]["baseline"], f"{len(pairs)} {name} pairs of {args.pairs}"
+    about = f"{len(pairs)} {name} pairs of {args.pairs}"
+    return pairs["label"].to_numpy(float), scores[name]["model"], scores[name]["baseline"], about
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """`tickettune pull` and `serve --sync-from` at 100,000 incidents, against the Table API stand-in
-(tickettune.servicenow_standin: a stand-in that follows the Table API's documented paging, not ServiceNow).
+(tickettune.sources.servicenow_standin: a stand-in that follows the Table API's documented paging, not ServiceNow).
 
 1. A full pull while 1 % of the records change between pages (spread over the pages, each change stamped
    now, as a user's edit is): is every record in the file exactly once, at its latest version? The same
@@ -30,12 +30,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tickettune.live_tickets import LiveTickets
-from tickettune.pull import OVERLAP_SECONDS, Source, pull
-from tickettune.search import read_ticket_file
-from tickettune.servicenow import Credentials, TableClient
-from tickettune.servicenow_standin import Instance, StandinServer, make_incidents
-from tickettune.sync import Syncer
+from tickettune.serving.live_tickets import LiveTickets
+from tickettune.serving.search import read_ticket_file
+from tickettune.serving.sync import Syncer
+from tickettune.sources.pull import OVERLAP_SECONDS, Source, pull
+from tickettune.sources.servicenow import Credentials, TableClient
+from tickettune.sources.servicenow_standin import (
+    Instance,
+    StandinServer,
+    make_incidents,
+)
 
 USER, PASSWORD = "bench", "bench-pw"
 DIM = 384
@@ -179,10 +183,10 @@ def main() -> None:
             f"{status['changed']} applied, {encoder.count - before} encoded | - | - | {sync_s:.1f} |")
 
     # the real model's rate on pulled texts, for the encode time of a first sync
-    from tickettune.models import load_model
-    from tickettune.similarity import encode_texts
-
     import torch
+
+    from tickettune.core.models import load_model
+    from tickettune.core.similarity import encode_texts
 
     torch.set_num_threads(1)  # as `serve` runs on 2 cores (serve.default_threads)
     texts = list(read_ticket_file(out)["text"][:args.model_texts])

@@ -35,19 +35,18 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402
-
-from tickettune.config import resolve_config  # noqa: E402
-from tickettune.evaluate import paired_bootstrap_ci, roc_auc_of, spearman_of  # noqa: E402
-from tickettune.similarity import pair_scores  # noqa: E402
-from tickettune.models import load_model  # noqa: E402
-from tickettune.pairs import PairOptions, build_pairs  # noqa: E402
-from tickettune.pairs_io import read_pairs  # noqa: E402
-from tickettune.probes import is_probe, probe_name, read_probes  # noqa: E402
-from tickettune.retrieval import mean_difference_ci  # noqa: E402
-from tickettune.sample import generate_sample  # noqa: E402
-from tickettune.tickets import read_tickets  # noqa: E402
-from tickettune.train import train  # noqa: E402
-from tickettune.training_data import TrainingPairs, from_pairset  # noqa: E402
+from tickettune.core.models import load_model  # noqa: E402
+from tickettune.core.similarity import pair_scores  # noqa: E402
+from tickettune.data.pairs import PairOptions, build_pairs  # noqa: E402
+from tickettune.data.pairs_io import read_pairs  # noqa: E402
+from tickettune.data.sample import generate_sample  # noqa: E402
+from tickettune.data.tickets import read_tickets  # noqa: E402
+from tickettune.evaluation.judge import paired_bootstrap_ci, roc_auc_of, spearman_of  # noqa: E402
+from tickettune.evaluation.probes import is_probe, probe_name, read_probes  # noqa: E402
+from tickettune.evaluation.retrieval import mean_difference_ci  # noqa: E402
+from tickettune.training.config import resolve_config  # noqa: E402
+from tickettune.training.dataset import TrainingPairs, from_pairset  # noqa: E402
+from tickettune.training.run import train  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 console = Console(highlight=False, width=200)  # wide tables stay readable in a log file
@@ -97,10 +96,10 @@ PROBE_KEYS = ("mrr@10", "accuracy@10")  # real duplicate reports: the same-probl
 # Pair counts per dataset; group recipes read the split's train tickets, pair recipes these pairs. Epochs of pair
 # # recipes are rescaled to 3 in total so that they cost about what a group recipe does; on STSb every recipe trains
 # one epoch of its own (the whole of sts-train).
-SIZES = {"tickets": dict(pairs_per_phase=500, eval_pairs=300, test_pairs=1000),
-         "firefox": dict(pairs_per_phase=150, eval_pairs=100, test_pairs=200),
-         "eclipse": dict(pairs_per_phase=150, eval_pairs=100, test_pairs=200),
-         "sample": dict(pairs_per_phase=400, eval_pairs=300, test_pairs=600)}
+SIZES = {"tickets": {"pairs_per_phase": 500, "eval_pairs": 300, "test_pairs": 1000},
+         "firefox": {"pairs_per_phase": 150, "eval_pairs": 100, "test_pairs": 200},
+         "eclipse": {"pairs_per_phase": 150, "eval_pairs": 100, "test_pairs": 200},
+         "sample": {"pairs_per_phase": 400, "eval_pairs": 300, "test_pairs": 600}}
 PAIR_EPOCHS = 3.0
 MAX_SEQ = 128
 
@@ -167,7 +166,7 @@ def update_scale_sweep(run: dict, pairs: TrainingPairs, sts_test, seed: int) -> 
     B matrices rescaled (weights = untuned + s x update), test retrieval, hard pairs and STSb at each scale."""
     import torch
 
-    from tickettune.evaluate import judge
+    from tickettune.evaluation.judge import judge
 
     chosen = (run["log"].get("update_scale") or {}).get("chosen", 1.0)
     if not chosen or run["log"]["best"]["step"] in (0, None):  # the untuned weights were kept: nothing to scale
@@ -204,11 +203,11 @@ HEAD_SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # past 1: the same direction pus
 def head_scale_sweep(run: dict, pairs: TrainingPairs, sts_test, seed: int) -> tuple[list[str], list[list[str]]]:
     """The trade-off curve of a head run: its learned change (W - I) scaled after the fact by each of HEAD_SCALES,
     judged on the test tickets, the probes and STSb from the run's cached vectors (nothing is encoded again)."""
-    from tickettune.evaluate import judge, texts_of
-    from tickettune.head import LinearHead
-    from tickettune.head_training import HeadEncoder
-    from tickettune.similarity import encode_texts, pair_cosines
-    from tickettune.vector_cache import CachedEncoder
+    from tickettune.core.similarity import encode_texts, pair_cosines
+    from tickettune.core.vector_cache import CachedEncoder
+    from tickettune.evaluation.judge import judge, texts_of
+    from tickettune.training.head import LinearHead
+    from tickettune.training.head_training import HeadEncoder
 
     if run["log"]["best"]["step"] in (0, None):  # the untuned encoder was kept: nothing to scale
         return [], []
@@ -378,7 +377,8 @@ def main() -> None:
             if not args.no_record:
                 # Recorded per dataset, so that a later failure cannot lose the figures already printed.
                 body = (f"{dataset}: {about}; {args.model}, seed {args.seed}"
-                        + (f", every recipe with {', '.join(args.sets)}" if args.sets else "") + "; Δ = tuned − untuned on the same held-out "
+                        + (f", every recipe with {', '.join(args.sets)}" if args.sets else "")
+                        + "; Δ = tuned − untuned on the same held-out "
                         f"data, paired bootstrap 95% CI (* excludes 0); update scale: the WiSE-FT scale chosen on eval "
                         f"retrieval; best step: the eval step whose weights were kept (0 = untuned); each Δ is "
                         f"against the untuned model at the recipe's own max_seq_length; "

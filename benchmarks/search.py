@@ -23,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tickettune.search import IVF_PROBES, IVF_TRAIN_PER_CELL, VectorIndex, choose_backend
+from tickettune.serving.index import (
+    IVF_PROBES,
+    IVF_TRAIN_PER_CELL,
+    VectorIndex,
+    choose_backend,
+)
 
 DIM = 384
 PROBES = (8, 16, 32, 64)  # IVF cells scanned per query; tickettune's default is IVF_PROBES

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickettune.encoders import Encoder
-from tickettune.export import export_model
-from tickettune.sample import generate_sample
-from tickettune.search import IndexCache, read_ticket_file
+from tickettune.data.sample import generate_sample
+from tickettune.serving.encoders import Encoder
+from tickettune.serving.index import IndexCache
+from tickettune.serving.search import read_ticket_file
+from tickettune.training.export import export_model
 
 COLUMNS = ["number", "short_description", "description", "assignment_group"]
 ENCODERS = ("torch", "onnx", "int8")
@@ -273,7 +274,8 @@ def main() -> None:
         for server in servers.values():
             server.stop()
     reference = {(c[1], c[2], c[3]): p for c, p, _ in quality if c[0] == "torch"}
-    quality_lines = ["| encoder | index | batching | threads | precision@10 | change vs torch | probe cosine to the index's model |",
+    quality_lines = ["| encoder | index | batching | threads | precision@10 | change vs torch "
+                     "| probe cosine to the index's model |",
                      "|---|---|---|---:|---:|---:|---:|"]
     for (encoder, index, batching, threads), precision, agreement in quality:
         base = reference.get((index, batching, threads))
@@ -285,7 +287,8 @@ def main() -> None:
     body = (f"{args.model}, {args.tickets:,} tickets ({args.unique:,} distinct synthetic incidents repeated), encoders "
             f"{', '.join(encoders[e] for e in args.encoders)}, the ONNX files from `tickettune export --onnx "
             f"--quantize int8`; every server searches the same index, built by the {args.index_encoder} encoder; "
-            f"index {' or '.join(indexes[i] for i in args.indexes)}; threads = torch threads and ONNX Runtime intra-op threads per server. k=10, queries: "
+            f"index {' or '.join(indexes[i] for i in args.indexes)}; threads = torch threads and ONNX Runtime intra-op "
+            f"threads per server. k=10, queries: "
             f"2,000 other synthetic incidents, by text = short description + description (as a new incident holds "
             f"them), by title = short description only. Closed-loop httpx clients on the same machine, "
             f"{args.seconds:g} s or {args.max_requests} requests per row in {args.turns} turns taken in rotation with "

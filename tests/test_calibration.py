@@ -7,9 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from tickettune.calibration import (CALIBRATION_FILE, Calibration, calibrate, calibration_lines, check_targets,
-                                    fit_calibration, halves, measure, top_results)
-from tickettune.errors import UserError
+from tickettune.core.errors import UserError
+from tickettune.evaluation.calibration import (
+    CALIBRATION_FILE,
+    Calibration,
+    calibrate,
+    calibration_lines,
+    check_targets,
+    fit_calibration,
+    halves,
+    measure,
+    top_results,
+)
 
 SCORES = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 SAME = np.array([0, 0, 1, 0, 0, 1, 1, 0, 1, 1])
@@ -67,7 +76,7 @@ def test_calibrate_fits_on_one_set_and_measures_on_the_other(tmp_path):
     assert again == calibration and Calibration.load(tmp_path / "none") is None
 
 
-@pytest.mark.parametrize("targets, message", [({"duplicate": 1.2, "related": 0.6}, "duplicate_precision is 1.2"),
+@pytest.mark.parametrize(("targets", "message"), [({"duplicate": 1.2, "related": 0.6}, "duplicate_precision is 1.2"),
                                               ({"duplicate": 0.5, "related": 0.6}, "is below related_precision"),
                                               ({"duplicate": 0.9}, "expected duplicate and related")])
 def test_bad_targets_are_refused(targets, message):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickettune.clusters import parse_window, recent_clusters
-from tickettune.errors import UserError
+from tickettune.core.errors import UserError
+from tickettune.serving.clusters import parse_window, recent_clusters
 
 
 def unit(*angles_deg):
@@ -32,12 +32,12 @@ def test_groups_in_the_window_newest_first_and_no_chaining():
     assert recent_clusters(opened, vectors, until=until, window=pd.Timedelta("90min"), min_size=4, min_score=0.9) == []
 
 
-@pytest.mark.parametrize("text, expected", [("4h", "4h"), ("30m", "30min"), ("2d", "2D"), ("1.5h", "90min")])
+@pytest.mark.parametrize(("text", "expected"), [("4h", "4h"), ("30m", "30min"), ("2d", "2D"), ("1.5h", "90min")])
 def test_windows(text, expected):
     assert parse_window(text) == pd.Timedelta(expected)
 
 
-@pytest.mark.parametrize("text, message", [("4", "'4' is not a window"), ("4x", "is not a window"),
+@pytest.mark.parametrize(("text", "message"), [("4", "'4' is not a window"), ("4x", "is not a window"),
                                            ("0h", "is not a window"), ("40d", "longer than 31 days")])
 def test_bad_windows(text, message):
     with pytest.raises(UserError, match=message):

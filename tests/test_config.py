@@ -1,7 +1,7 @@
 import pytest
 
-from tickettune.config import PRESETS, TrainConfig, parse_set, resolve_config
-from tickettune.errors import UserError
+from tickettune.core.errors import UserError
+from tickettune.training.config import PRESETS, TrainConfig, parse_set, resolve_config
 
 
 def test_seed_presets_keep_the_guides_values():
@@ -34,7 +34,7 @@ def test_config_file_with_preset_and_overrides(tmp_path):
     assert (cfg.lr, cfg.loss, cfg.lora_r, cfg.batch_size) == (1e-4, "cosent", 32, 8)
 
 
-@pytest.mark.parametrize("item, words", [
+@pytest.mark.parametrize(("item", "words"), [
     ("lerning_rate=1", ["unknown config key 'lerning_rate'", "did you mean '"]),
     ("lr=0", ["'lr'", "> 0"]),
     ("lr=-1e-5", ["'lr'", "> 0"]),

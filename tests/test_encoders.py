@@ -14,10 +14,11 @@ import pytest
 from _lora import build_adapter
 from conftest import build_tiny_model
 from tickettune.cli import main
-from tickettune.encoders import Encoder, EncoderChoice
-from tickettune.errors import UserError
-from tickettune.export import PROBE_TEXTS, check_onnx_support, export_model
-from tickettune.search import model_threshold, similar_tickets
+from tickettune.core.errors import UserError
+from tickettune.core.models import PROBE_TEXTS, model_threshold
+from tickettune.serving.encoders import Encoder, EncoderChoice
+from tickettune.serving.search import similar_tickets
+from tickettune.training.export import check_onnx_support, export_model
 
 pytest.importorskip("onnxruntime")
 
@@ -135,7 +136,7 @@ def test_serve_refuses_an_index_from_another_model(deploy, other_onnx, tmp_path,
 
 def test_lora_model_served_in_two_commands(lora, onnx_ready, tmp_path, capsys):
     fastapi = pytest.importorskip("fastapi.testclient")
-    from tickettune.serve import Engine, ServeSettings, create_app
+    from tickettune.serving.app import Engine, ServeSettings, create_app
 
     run = tmp_path / "run"  # as `tickettune train` leaves it: OUT/model beside OUT/metrics.json
     shutil.copytree(lora, run / "model")

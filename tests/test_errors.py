@@ -59,7 +59,8 @@ CASES = {
     "train: unknown preset": (["train", "--pairs", "{pairs}", "--preset", "v3", "-o", "{out}"], ["v3"]),
     "train: unknown key": (["train", "--pairs", "{pairs}", "--set", "lerning_rate=1", "-o", "{out}"], ["lerning_rate"]),
     "train: unknown loss": (["train", "--pairs", "{pairs}", "--set", "loss=arcface", "-o", "{out}"], ["loss"]),
-    "train: negative epochs": (["train", "--pairs", "{pairs}", "--set", "phase_epochs=[1,-1,1]", "-o", "{out}"], ["phase_epochs"]),
+    "train: negative epochs": (["train", "--pairs", "{pairs}", "--set", "phase_epochs=[1,-1,1]", "-o", "{out}"],
+                               ["phase_epochs"]),
     "train: dropout >= 1": (["train", "--pairs", "{pairs}", "--set", "lora_dropout=1.5", "-o", "{out}"], ["lora_dropout"]),
     "train: lr <= 0": (["train", "--pairs", "{pairs}", "--set", "lr=0", "-o", "{out}"], ["lr"]),
     "train: wrong type": (["train", "--pairs", "{pairs}", "--set", "batch_size=many", "-o", "{out}"], ["batch_size"]),
@@ -157,12 +158,14 @@ def inputs(tmp_path_factory, tiny_model):
     bad_label = [dict(GOOD_PAIR, label=2)] * 3
     nan_label = [dict(GOOD_PAIR, label=float("nan"))] * 3
     return {"d": d, "tiny": tiny_model, "full": full, "out": d / "out", "pairs": _pairs_dir(d / "pairs"),
-            "notest": _pairs_dir(d / "notest", drop="test.jsonl"), "badlabel": _pairs_dir(d / "badlabel", train_records=bad_label),
+            "notest": _pairs_dir(d / "notest", drop="test.jsonl"),
+            "badlabel": _pairs_dir(d / "badlabel", train_records=bad_label),
             "nanlabel": _pairs_dir(d / "nanlabel", train_records=nan_label),
             "nulltext": _pairs_dir(d / "nulltext", train_records=[dict(GOOD_PAIR, text1=None)] * 3),
             "spacetext": _pairs_dir(d / "spacetext", train_records=[dict(GOOD_PAIR, text1="   ")] * 3),
             "nolabeldir": _pairs_dir(d / "nolabeldir", train_records=[{"text1": "a", "text2": "b", "phase": "easy"}] * 3),
-            "easyonly": _pairs_dir(d / "easyonly", train_records=[dict(GOOD_PAIR, text1=f"e {i}", label=i % 2) for i in range(4)])}
+            "easyonly": _pairs_dir(d / "easyonly",
+                                   train_records=[dict(GOOD_PAIR, text1=f"e {i}", label=i % 2) for i in range(4)])}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -196,8 +199,8 @@ WRITE_FAILURES = {
 @pytest.mark.parametrize("command", ["pairs", "evaluate"])
 def test_a_failure_while_writing_leaves_nothing_behind(command, failure, inputs, tmp_path, monkeypatch, capsys):
     """Disk full, no permission or Ctrl-C half-way through writing: one line, exit 2, and OUT as it was."""
-    import tickettune.pairs_io
-    import tickettune.report
+    import tickettune.data.pairs_io
+    import tickettune.evaluation.report
 
     tickets = _write(tmp_path, "tickets.csv", TICKETS_HEADER + "".join(
         f"INC{i},printer {i} jams on floor {i % 7},paper stuck in tray {i % 5},PRB{i % 40}\n" for i in range(400)))
@@ -207,8 +210,8 @@ def test_a_failure_while_writing_leaves_nothing_behind(command, failure, inputs,
             "evaluate": ["evaluate", "--model", str(inputs["tiny"]), "--pairs", str(inputs["pairs"]), "-o", str(out)]}[command]
     # pairs: the train file is written, the failure strikes at the next; evaluate: metrics.json is written, then
     # the report fails.
-    module, name, strike = {"pairs": (tickettune.pairs_io, "write_pairs", 2),
-                            "evaluate": (tickettune.report, "write_report", 1)}[command]
+    module, name, strike = {"pairs": (tickettune.data.pairs_io, "write_pairs", 2),
+                            "evaluate": (tickettune.evaluation.report, "write_report", 1)}[command]
     original, calls = getattr(module, name), []
 
     def write_until_the_failure(*args, **kwargs):

@@ -9,12 +9,18 @@ import pandas as pd
 import pytest
 
 from tickettune.cli import main
-from tickettune.config import resolve_config
-from tickettune.estimate import estimate_run, evaluation_count, spread_steps, step_cost, step_tokens
-from tickettune.pairs import PairSet, write_pair_dir
-from tickettune.schedule import Phase, Plan
-from tickettune.train import train
-from tickettune.training_data import load_pairs
+from tickettune.data.pairs import PairSet, write_pair_dir
+from tickettune.training.config import resolve_config
+from tickettune.training.dataset import load_pairs
+from tickettune.training.estimate import (
+    estimate_run,
+    evaluation_count,
+    spread_steps,
+    step_cost,
+    step_tokens,
+)
+from tickettune.training.run import train
+from tickettune.training.schedule import Phase, Plan
 
 TOPICS = ("printer {} jams on floor {}", "vpn {} drops when working from home {}", "password {} reset for user {}")
 # Accumulation and eval_steps make the step and evaluation counts non-trivial.

@@ -2,12 +2,24 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
-from sklearn.metrics import accuracy_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
-
-from tickettune.evaluate import (best_f1_threshold, compare, compute_metrics, cv_threshold_metrics, paired_bootstrap_ci,
-                                 roc_auc_of, spearman_of, threshold_metrics)
-from tickettune.report import fmt_change, fmt_ci, markdown_table
+from tickettune.evaluation.judge import (
+    best_f1_threshold,
+    compare,
+    compute_metrics,
+    cv_threshold_metrics,
+    paired_bootstrap_ci,
+    roc_auc_of,
+    spearman_of,
+    threshold_metrics,
+)
+from tickettune.evaluation.report import fmt_change, fmt_ci, markdown_table
 
 
 def test_best_f1_threshold_worked_by_hand():
@@ -124,8 +136,8 @@ def test_compute_metrics_on_one_class_is_nan_not_a_crash():
 def test_evaluate_model_encodes_each_text_once(tiny_model):
     import pandas as pd
 
-    from tickettune.evaluate import TestSets, evaluate_model
-    from tickettune.models import load_model
+    from tickettune.core.models import load_model
+    from tickettune.evaluation.judge import TestSets, evaluate_model
 
     model = load_model(str(tiny_model))
     calls = []

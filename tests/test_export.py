@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from _lora import build_adapter
-from tickettune import export as export_module
 from tickettune.cli import main
-from tickettune.errors import UserError
-from tickettune.export import check_onnx_support, export_model
+from tickettune.core.errors import UserError
+from tickettune.training import export as export_module
+from tickettune.training.export import check_onnx_support, export_model
 
 TEXTS = ["vpn tunnel drops every few minutes", "printer jam on floor three", "sap account locked after reset",
          "a much longer ticket text that goes on about the mailbox being full and outlook refusing to send"]
@@ -35,7 +35,7 @@ def encode(folder, **kwargs) -> np.ndarray:
 def test_merged_export_equals_adapter_and_needs_no_peft(adapter, tiny_model, tmp_path):
     import pandas as pd
 
-    from tickettune.leakage import TRAINING_TEXTS, write_training_texts
+    from tickettune.data.leakage import TRAINING_TEXTS, write_training_texts
 
     write_training_texts(adapter, pd.DataFrame({"text1": ["vpn drops"], "text2": ["vpn disconnects"]}))
     result = export_model(str(adapter), tmp_path / "merged", merge=True)
@@ -87,7 +87,7 @@ def test_missing_onnx_support_is_a_user_error(monkeypatch):
         check_onnx_support()
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(("args", "message"), [
     (["--model", "no/such/model", "--merge"], "model 'no/such/model' not found offline"),
     (["--model", "{adapter}", "--merge"], "already holds results; pass --overwrite"),
     (["--model", "{adapter}"], "nothing to export; pass --merge"),

@@ -10,17 +10,22 @@ import pandas as pd
 import pytest
 
 from tickettune.cli import main
-from tickettune.errors import UserError
-from tickettune.feedback import FeedbackStore, Verdict, default_url
-from tickettune.feedback_training import add_feedback, feedback_change, read_feedback, split_feedback
-from tickettune.pairs_io import read_pairs
-from tickettune.training_data import TrainingPairs
+from tickettune.core.errors import UserError
+from tickettune.data.pairs_io import read_pairs
+from tickettune.serving.feedback import FeedbackStore, Verdict, default_url
+from tickettune.training.dataset import TrainingPairs
+from tickettune.training.feedback_pairs import (
+    add_feedback,
+    feedback_change,
+    read_feedback,
+    split_feedback,
+)
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def verdict(verdict: str, agent: str = "ana", **kw) -> Verdict:
-    values = dict(query_text="VPN drops every hour", suggested="INC2", suggested_text="VPN disconnects hourly")
+    values = {"query_text": "VPN drops every hour", "suggested": "INC2", "suggested_text": "VPN disconnects hourly"}
     values.update(kw)
     return Verdict(verdict=verdict, agent=agent, **values)
 

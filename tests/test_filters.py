@@ -6,10 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickettune import filters as filters_module
-from tickettune.errors import UserError
-from tickettune.filters import ColumnCache, TicketFilter, filter_options, filtered_search, parse_cli_filters
-from tickettune.search import VectorIndex
+from tickettune.core.errors import UserError
+from tickettune.serving import filters as filters_module
+from tickettune.serving.filters import (
+    ColumnCache,
+    TicketFilter,
+    filter_options,
+    filtered_search,
+    parse_cli_filters,
+)
+from tickettune.serving.index import VectorIndex
 
 TICKETS = pd.DataFrame({
     "number": ["INC1", "INC2", "INC3", "INC4", "INC5"],
@@ -36,7 +42,7 @@ def test_the_cache_follows_a_grown_table():
     assert spec.rows(grown, cache).tolist() == [0, 2, 3, 4, 5]
 
 
-@pytest.mark.parametrize("spec, message", [
+@pytest.mark.parametrize(("spec", "message"), [
     ({"team": "x"}, "filters.team: unknown filter field; use one of cmdb_ci, state, opened_after"),
     ({"category": "x"}, "filters.category: the tickets have no category column"),
     ({"updated_after": "2024-01-01"}, "filters.updated_after: the tickets have no sys_updated_on column"),

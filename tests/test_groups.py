@@ -2,8 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickettune.errors import UserError
-from tickettune.groups import GroupPool, pair_batch, pk_batch, plan_group_batches
+from tickettune.core.errors import UserError
+from tickettune.training.groups import (
+    GroupPool,
+    pair_batch,
+    pk_batch,
+    plan_group_batches,
+)
 
 
 def pool(groups=6, per_group=10, dim=4, seed=0):
@@ -65,7 +70,7 @@ def test_plan_has_phases_of_the_asked_epochs_and_rows_in_batch_order():
 
 
 def test_plan_is_reproducible_and_mixes_phases_without_curriculum():
-    args = dict(batch_size=6, groups_per_batch=3, one_per_group=True, seed=4)
+    args = {"batch_size": 6, "groups_per_batch": 3, "one_per_group": True, "seed": 4}
     first, _ = plan_group_batches(pool(), {"easy": 1, "hard": 1}, **args)
     again, _ = plan_group_batches(pool(), {"easy": 1, "hard": 1}, **args)
     assert first.equals(again) and list(first.columns) == ["anchor", "positive", "phase"]

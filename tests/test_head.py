@@ -7,10 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from tickettune.budget import MIN_TRAIN_TICKETS, Throughput, parse_duration, plan_head_budget
-from tickettune.errors import UserError
-from tickettune.head import HeadObjective, LinearHead, fit_head, label_kind
-from tickettune.vector_cache import CachedEncoder, VectorCache, encoder_key
+from tickettune.core.errors import UserError
+from tickettune.core.vector_cache import CachedEncoder, VectorCache, encoder_key
+from tickettune.training.budget import (
+    MIN_TRAIN_TICKETS,
+    Throughput,
+    parse_duration,
+    plan_head_budget,
+)
+from tickettune.training.head import HeadObjective, LinearHead, fit_head, label_kind
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,7 +55,7 @@ def test_budget_keeps_a_minimum_and_honours_the_cap():
     assert capped.train_tickets == 700 and "max_train_tickets" in capped.describe()
 
 
-@pytest.mark.parametrize("text, minutes", [("15m", 15), ("90s", 1.5), ("1.5h", 90), ("20", 20), (" 2 min ", 2)])
+@pytest.mark.parametrize(("text", "minutes"), [("15m", 15), ("90s", 1.5), ("1.5h", 90), ("20", 20), (" 2 min ", 2)])
 def test_durations(text, minutes):
     assert parse_duration(text) == pytest.approx(minutes)
 
@@ -117,8 +122,8 @@ def test_a_damaged_shard_is_encoded_again(tmp_path):
 
 def test_coarse_loss_pushes_only_and_keeps_same_group_cosines():
     # Three unit vectors; a, b same group at cosine 0.8, c another group at cosine 0.6 to a.
-    a = torch.tensor([1.0, 0.0]); b = torch.tensor([0.8, 0.6]); c = torch.tensor([0.6, -0.8])
-    x = torch.stack([a, b, c]); labels = torch.tensor([0, 0, 1])
+    a, b, c = torch.tensor([1.0, 0.0]), torch.tensor([0.8, 0.6]), torch.tensor([0.6, -0.8])
+    x, labels = torch.stack([a, b, c]), torch.tensor([0, 0, 1])
     objective = HeadObjective(kind="coarse", margin=0.3, keep_weight=1.0)
     # Unchanged vectors: keep = 0; push over the 4 ordered different-group pairs: a-c 0.6, b-c 0.0 (below margin).
     expected = ((0.6 - 0.3) ** 2 * 2 + 0 * 2) / 4
@@ -159,8 +164,8 @@ def test_fit_head_keeps_the_identity_when_nothing_helps():
 def test_saved_head_loads_in_plain_sentence_transformers(tiny_model, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from tickettune.head_training import HeadEncoder, head_model
-    from tickettune.models import load_model
+    from tickettune.core.models import load_model
+    from tickettune.training.head_training import HeadEncoder, head_model
 
     base = load_model(str(tiny_model))
     rng = np.random.default_rng(1)
@@ -179,9 +184,9 @@ def test_saved_head_loads_in_plain_sentence_transformers(tiny_model, tmp_path):
 
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory):
-    from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
-    from tickettune.sample import generate_sample
-    from tickettune.tickets import read_tickets
+    from tickettune.data.pairs import PairOptions, build_pairs, write_pair_dir
+    from tickettune.data.sample import generate_sample
+    from tickettune.data.tickets import read_tickets
 
     folder = tmp_path_factory.mktemp("head-sample")
     generate_sample(600, 0).to_csv(folder / "sample.csv", index=False)
@@ -200,10 +205,10 @@ def test_head_stage_end_to_end(tiny_model, sample_dir, tmp_path):
 
     from sentence_transformers import SentenceTransformer
 
-    from tickettune.config import resolve_config
-    from tickettune.probes import read_probes
-    from tickettune.train import train
-    from tickettune.training_data import load_pairs
+    from tickettune.evaluation.probes import read_probes
+    from tickettune.training.config import resolve_config
+    from tickettune.training.dataset import load_pairs
+    from tickettune.training.run import train
 
     pairs_dir, probe = sample_dir
     config = resolve_config("recommended", sets=["head_epochs=3", "max_seq_length=64", "eval_tickets=60", "retrieval_queries=40",

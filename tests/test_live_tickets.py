@@ -11,10 +11,18 @@ import pandas as pd
 import pytest
 
 from _postgres import postgres_schema
-from tickettune.errors import UserError
-from tickettune.live_tickets import LiveTickets, model_key
-from tickettune.search import VectorIndex
-from tickettune.store import MIGRATIONS, SCHEMA_VERSION, Store, digest, meta, open_engine, tickets
+from tickettune.core.errors import UserError
+from tickettune.serving.index import VectorIndex
+from tickettune.serving.live_tickets import LiveTickets, model_key
+from tickettune.serving.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Store,
+    digest,
+    meta,
+    open_engine,
+    tickets,
+)
 
 DIM = 16
 
@@ -191,7 +199,7 @@ def test_an_older_schema_is_upgraded_and_a_newer_refused(tmp_path):
 
 
 def test_store_locations_and_bad_urls(tmp_path):
-    from tickettune.store import store_url
+    from tickettune.serving.store import store_url
 
     assert store_url(str(tmp_path / "x.sqlite")) == (f"sqlite:///{tmp_path / 'x.sqlite'}", None)
     assert store_url(str(tmp_path / "folder")) == (f"sqlite:///{tmp_path / 'folder' / 'store.sqlite'}", tmp_path / "folder")

@@ -3,9 +3,9 @@ import shutil
 
 import pytest
 
-from tickettune import models
 from tickettune.cli import main
-from tickettune.errors import UserError
+from tickettune.core import models
+from tickettune.core.errors import UserError
 
 
 def test_missing_model_says_where_it_looked_and_how_to_fix():
@@ -57,7 +57,7 @@ def test_evaluate_command_writes_the_json_layout(tmp_path, tiny_model, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, words", [
+@pytest.mark.parametrize(("args", "words"), [
     (["evaluate", "--pairs", "x.json"], ["--model"]),
     (["nonsense"], ["No such command"]),
     (["evaluate", "--model", "no-such-model-anywhere", "--pairs", "PAIRS"], ["not found offline"]),

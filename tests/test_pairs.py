@@ -10,17 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickettune.check import load_sets, run_checks
 from tickettune.cli import main
-from tickettune.errors import UserError
-from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
-from tickettune.similarity import pair_difficulty
-from tickettune.pairs_io import read_pairs
-from tickettune.sample import FIELDS, generate_sample, write_sample
-from tickettune.textio import normalise_text
-from tickettune.tickets import read_tickets
+from tickettune.core.errors import UserError
+from tickettune.core.similarity import pair_difficulty
+from tickettune.core.textio import normalise_text
+from tickettune.data.check import load_sets, run_checks
+from tickettune.data.pairs import PairOptions, build_pairs, write_pair_dir
+from tickettune.data.pairs_io import read_pairs
+from tickettune.data.sample import FIELDS, generate_sample, write_sample
+from tickettune.data.tickets import read_tickets
 
-SMALL = dict(pairs_per_phase=120, eval_pairs=60, test_pairs=60, difficulty="tfidf")
+SMALL = {"pairs_per_phase": 120, "eval_pairs": 60, "test_pairs": 60, "difficulty": "tfidf"}
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_check_passes_on_built_pairs_and_catches_problems(pairset, tmp_path, cap
     test.loc[1, "text1"] = train.loc[1, "text1"] + " thanks"  # near-duplicate
     train["phase"] = train["phase"].map({"easy": "hard", "hard": "easy", "medium": "medium"})  # regressive
     train = pd.concat([train, train.head(3)])  # duplicate pairs
-    from tickettune.pairs_io import write_pairs
+    from tickettune.data.pairs_io import write_pairs
 
     write_pairs(train, bad / "train.jsonl")
     write_pairs(test, bad / "test.jsonl")
@@ -238,7 +238,7 @@ def test_check_passes_on_built_pairs_and_catches_problems(pairset, tmp_path, cap
 
 
 def test_table_sha256_follows_the_rows_and_their_order_not_the_index():
-    from tickettune.textio import table_sha256
+    from tickettune.core.textio import table_sha256
 
     frame = pd.DataFrame({"text1": ["a", "b"], "text2": ["c", "d"], "label": [1.0, 0.0]})
     assert table_sha256(frame) == table_sha256(frame.set_axis([7, 9]))

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from tickettune.errors import UserError
-from tickettune.pairs_io import pair_file, read_pairs, write_pairs
+from tickettune.core.errors import UserError
+from tickettune.data.pairs_io import pair_file, read_pairs, write_pairs
 
 
 def test_json_list_jsonl_csv_tsv_and_aliases(tmp_path):
@@ -45,7 +45,7 @@ def test_gzip_and_cp1252(tmp_path):
     assert read_pairs(path)["text1"][0] == "na\u00efve"
 
 
-@pytest.mark.parametrize("name, content, words", [
+@pytest.mark.parametrize(("name", "content", "words"), [
     ("e.json", "", ["empty"]),
     ("m.json", '[{"text1": "a", "text2": "b", "label": 1}', ["malformed JSON", "line 1"]),
     ("l.jsonl", '{"text1": "a", "text2": "b", "label": 1}\n{"text1": \n', ["line 2", "not valid JSON"]),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tickettune.pii import mask_pii
+from tickettune.data.pii import mask_pii
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     # e-mail addresses
     ("mail john.doe@example.com now", "mail [EMAIL] now"),
     ("From: Ana Ruiz <ana.ruiz+it@mail.example.co.uk>", "From: Ana Ruiz <[EMAIL]>"),

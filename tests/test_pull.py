@@ -22,11 +22,15 @@ pytest.importorskip("uvicorn")
 
 import tickettune  # noqa: E402
 from tickettune.cli import main  # noqa: E402
-from tickettune.errors import UserError  # noqa: E402
-from tickettune.pull import Source, fetch_changes  # noqa: E402
-from tickettune.servicenow import Credentials, TableClient, keyset_query  # noqa: E402
-from tickettune.servicenow_standin import Instance, StandinServer, make_incidents  # noqa: E402
-from tickettune.tickets import read_tickets  # noqa: E402
+from tickettune.core.errors import UserError  # noqa: E402
+from tickettune.data.tickets import read_tickets  # noqa: E402
+from tickettune.sources.pull import Source, fetch_changes  # noqa: E402
+from tickettune.sources.servicenow import Credentials, TableClient, keyset_query  # noqa: E402
+from tickettune.sources.servicenow_standin import (  # noqa: E402
+    Instance,
+    StandinServer,
+    make_incidents,
+)
 
 USER, PASSWORD = "svc_tickettune", "s3cret-pw"
 
@@ -226,7 +230,7 @@ def test_missing_credentials_say_which_variables():
 
 
 def test_keyset_query_repeats_the_users_query_in_each_half():
-    from tickettune.servicenow import Mark
+    from tickettune.sources.servicenow import Mark
 
     assert keyset_query("active=true", None) == "active=true^ORDERBYsys_updated_on^ORDERBYsys_id"
     assert keyset_query("active=true", Mark("2024-01-01 00:00:00", "ab")) == (

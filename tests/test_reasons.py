@@ -1,6 +1,6 @@
 """Reasons: shared fields, error codes and terms, worked by hand."""
 
-from tickettune.reasons import codes_of, terms_of, why
+from tickettune.serving.reasons import codes_of, terms_of, why
 
 
 def test_shared_fields_codes_and_terms():

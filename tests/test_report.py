@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 
 from tickettune.cli import main
-from tickettune.evaluate import compare
-from tickettune.retrieval import RETRIEVAL_KEYS, compare_retrieval
-from tickettune.report import ReportInputs, verdict, write_report
+from tickettune.evaluation.judge import compare
+from tickettune.evaluation.report import ReportInputs, verdict, write_report
+from tickettune.evaluation.retrieval import RETRIEVAL_KEYS, compare_retrieval
 
 
 def _inputs():

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from tickettune.retrieval import (RETRIEVAL_KEYS, compare_retrieval, corpus_metrics, mean_difference_ci,
-                                  per_query_metrics, query_rows)
+from tickettune.evaluation.retrieval import (
+    RETRIEVAL_KEYS,
+    compare_retrieval,
+    corpus_metrics,
+    mean_difference_ci,
+    per_query_metrics,
+    query_rows,
+)
 
 
 def unit(rows):
@@ -36,7 +42,9 @@ def test_query_left_out_of_its_own_ranking():
 
 
 def test_matches_information_retrieval_evaluator():
-    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.sentence_transformer.evaluation import (
+        InformationRetrievalEvaluator,
+    )
 
     rng = np.random.default_rng(3)
     corpus_groups = rng.integers(0, 4, 150)

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 
 from _lora import build_adapter
-from tickettune import search as search_module
 from tickettune.cli import main
-from tickettune.errors import UserError
-from tickettune.search import (VectorIndex, choose_backend, model_threshold, read_ticket_file,
-                               similar_tickets)
+from tickettune.core.errors import UserError
+from tickettune.core.models import model_threshold
+from tickettune.serving import search as search_module
+from tickettune.serving.index import VectorIndex, choose_backend
+from tickettune.serving.search import read_ticket_file, similar_tickets
 
 # Four problems, five incidents each in different words, plus unrelated incidents.
 PROBLEMS = {

@@ -26,8 +26,8 @@ pytest.importorskip("uvicorn")
 
 import tickettune  # noqa: E402
 from tickettune.cli import main  # noqa: E402
-from tickettune.live_tickets import model_key  # noqa: E402
-from tickettune.store import Store  # noqa: E402
+from tickettune.serving.live_tickets import model_key  # noqa: E402
+from tickettune.serving.store import Store  # noqa: E402
 
 TOKEN = "test-token-1234"
 THRESHOLD = 0.9999  # only a text scored against itself passes it with the tiny random model
@@ -80,7 +80,7 @@ class Server:
 @pytest.fixture(scope="module")
 def setup(tiny_model, tmp_path_factory):
     """A trained-model layout (OUT/model with OUT/metrics.json), the built-in sample as a CSV export, a cache and a store."""
-    from tickettune.sample import generate_sample, write_sample
+    from tickettune.data.sample import generate_sample, write_sample
 
     root = tmp_path_factory.mktemp("serve")
     model = root / "run" / "model"
@@ -119,7 +119,7 @@ def test_health_needs_no_token(server, setup):
                       "encoder": "PyTorch"}
 
 
-@pytest.mark.parametrize("path, body", [("/similar", {"text": "vpn"}), ("/embed", {"texts": ["vpn"]}),
+@pytest.mark.parametrize(("path", "body"), [("/similar", {"text": "vpn"}), ("/embed", {"texts": ["vpn"]}),
                                         ("/tickets", {"tickets": [{"number": "INC1", "text": "vpn"}]})])
 @pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}"])
 def test_every_other_endpoint_needs_the_token(server, path, body, header):
@@ -167,7 +167,7 @@ def test_embed_gives_the_models_unit_vectors(api, setup):
     np.testing.assert_allclose(np.array(answer["vectors"]), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("path, body, status, error", [
+@pytest.mark.parametrize(("path", "body", "status", "error"), [
     ("/similar", b'{"text": "vpn",', 422, "body: not valid JSON"),
     ("/similar", b"", 422, "body: missing; send a JSON object"),
     ("/similar", b"[1, 2]", 422, "body: not a JSON object"),
@@ -301,7 +301,7 @@ def test_restart_keeps_added_tickets_and_runs_without_token(server, api, setup):
 def test_internal_errors_are_one_line_500s_and_log_no_text(caplog):
     from fastapi.testclient import TestClient
 
-    from tickettune.serve import ServeSettings, create_app
+    from tickettune.serving.app import ServeSettings, create_app
 
     class Broken:
         live = []

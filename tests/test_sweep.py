@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 from tickettune.cli import main
-from tickettune.config import resolve_config
-from tickettune.errors import UserError
-from tickettune.pairs_io import write_pairs
-from tickettune.sweep import SearchSpace, Sweep, open_storage, train_phases
-from tickettune.train import train
-from tickettune.trainer import EVAL_KEYS
+from tickettune.core.errors import UserError
+from tickettune.data.pairs_io import write_pairs
+from tickettune.training.config import resolve_config
+from tickettune.training.run import train
+from tickettune.training.sweep import SearchSpace, Sweep, open_storage, train_phases
+from tickettune.training.trainer import EVAL_KEYS
 
 TEMPLATES = {"printer": "printer {} jams on every page", "vpn": "vpn drops at branch {}",
              "mail": "mailbox {} is over quota", "login": "account {} is locked after login attempts"}
@@ -148,7 +148,7 @@ def test_workers_with_other_settings_or_data_cannot_join(optuna, tiny_model, pai
     Sweep(_base(tiny_model, "batch_size=16"), pairs_dir, storage, "other")  # another study name is another study
 
 
-@pytest.mark.parametrize("url, message", [
+@pytest.mark.parametrize(("url", "message"), [
     ("notaurl", "is not a database URL; use e.g. sqlite:///sweep.db"),
     ("sqlite:////no/such/folder/sweep.db", "folder /no/such/folder does not exist"),
     ("nosuchdb://host/db", "Can't load plugin"),

@@ -21,13 +21,13 @@ from _postgres import postgres_schema  # noqa: E402
 from test_live_tickets import CountingEncoder  # noqa: E402
 from test_pull import PASSWORD, USER, new_instance  # noqa: E402
 from test_serve import Server  # noqa: E402
-from tickettune.live_tickets import LiveTickets  # noqa: E402
-from tickettune.pull import Source, pull  # noqa: E402
-from tickettune.search import read_ticket_file  # noqa: E402
-from tickettune.servicenow import Credentials, TableClient  # noqa: E402
-from tickettune.servicenow_standin import StandinServer  # noqa: E402
-from tickettune.store import Store  # noqa: E402
-from tickettune.sync import Syncer, parse_every, parse_source  # noqa: E402
+from tickettune.serving.live_tickets import LiveTickets  # noqa: E402
+from tickettune.serving.search import read_ticket_file  # noqa: E402
+from tickettune.serving.store import Store  # noqa: E402
+from tickettune.serving.sync import Syncer, parse_every, parse_source  # noqa: E402
+from tickettune.sources.pull import Source, pull  # noqa: E402
+from tickettune.sources.servicenow import Credentials, TableClient  # noqa: E402
+from tickettune.sources.servicenow_standin import StandinServer  # noqa: E402
 
 CREDENTIALS = Credentials(user=USER, password=PASSWORD)
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from tickettune.cli import main
-from tickettune.config import resolve_config
-from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
-from tickettune.pairs_io import read_pairs, read_ticket_set
-from tickettune.sample import generate_sample
-from tickettune.tickets import read_tickets
-from tickettune.train import train
-from tickettune.training_data import load_pairs
+from tickettune.data.pairs import PairOptions, build_pairs, write_pair_dir
+from tickettune.data.pairs_io import read_pairs, read_ticket_set
+from tickettune.data.sample import generate_sample
+from tickettune.data.tickets import read_tickets
+from tickettune.training.config import resolve_config
+from tickettune.training.dataset import load_pairs
+from tickettune.training.run import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KNOBS = ["batch_size=8", "groups_per_batch=4", "max_seq_length=32", "lr=0.001", "phase_epochs=[0.5,0.5,0.5]",
@@ -50,7 +50,7 @@ def test_pairs_write_each_splits_tickets_and_representative_test_pairs(sample_pa
 
 def test_representative_pairs_are_not_mined():
     # Dissimilar pairs drawn uniformly share words about as often as random pairs do; mined ones share more.
-    from tickettune.similarity import tfidf_vectors
+    from tickettune.core.similarity import tfidf_vectors
 
     frame = generate_sample(1500, 1)
     frame.to_csv(path := Path(__import__("tempfile").mkdtemp()) / "s.csv", index=False)
@@ -102,10 +102,10 @@ def test_other_group_losses_train(tiny_model, sample_pairs, tmp_path, loss):
 
 
 def test_update_scale_zero_is_the_untuned_model(tiny_model, sample_pairs, tmp_path):
-    from tickettune.similarity import pair_scores
-    from tickettune.models import load_model
-    from tickettune.models import add_lora
-    from tickettune.trainer import UpdateScaler
+    from tickettune.core.models import load_model
+    from tickettune.core.similarity import pair_scores
+    from tickettune.training.lora import add_lora
+    from tickettune.training.trainer import UpdateScaler
 
     pairs = load_pairs(sample_pairs).test.head(20)
     model = load_model(str(tiny_model), 32)

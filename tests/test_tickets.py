@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from tickettune.cli import main
-from tickettune.errors import UserError
-from tickettune.tickets import build_text, canonical, link_components, read_tickets
+from tickettune.core.errors import UserError
+from tickettune.data.tickets import build_text, canonical, link_components, read_tickets
 
 FIELDS = ["number", "short_description", "description", "category", "problem_id", "parent_incident"]
 ROWS = [

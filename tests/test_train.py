@@ -18,15 +18,28 @@ import pytest
 import torch
 
 from tickettune.cli import main
-from tickettune.config import SCHEDULERS, resolve_config
-from tickettune.errors import UserError, partial_dir
-from tickettune.losses import HybridLoss, loss_columns
-from tickettune.pairs_io import write_pairs
-from tickettune.schedule import HF_SCHEDULER_NAMES, Phase, Plan, plan_batches, plan_scheduler
-from tickettune.models import add_lora, lora_targets
-from tickettune.train import train
-from tickettune.trainer import precision_flags, report_targets
-from tickettune.training_data import TrainingPairs, assign_phases, check_leakage, load_pairs, phase_epochs
+from tickettune.core.errors import UserError
+from tickettune.core.files import partial_dir
+from tickettune.data.pairs_io import write_pairs
+from tickettune.training.config import SCHEDULERS, resolve_config
+from tickettune.training.dataset import (
+    TrainingPairs,
+    assign_phases,
+    check_leakage,
+    load_pairs,
+    phase_epochs,
+)
+from tickettune.training.lora import add_lora, lora_targets
+from tickettune.training.losses import HybridLoss, loss_columns
+from tickettune.training.run import train
+from tickettune.training.schedule import (
+    HF_SCHEDULER_NAMES,
+    Phase,
+    Plan,
+    plan_batches,
+    plan_scheduler,
+)
+from tickettune.training.trainer import precision_flags, report_targets
 
 TOPICS = {
     "printer": ["printer jam on floor {}", "cannot print to the printer {}", "printer offline in room {}"],
@@ -225,7 +238,8 @@ def test_per_phase_schedule_restarts_warmup_and_decay_at_each_phase():
     assert whole[10] == pytest.approx(10 / 12)
     assert whole[36] == pytest.approx(0.5 * (1 + math.cos(math.pi * 24 / 48)))
     # a phase without steps (epochs 0) neither restarts nor shifts the others
-    assert _learning_rates(_plan([10, 0, 30]), "linear", 3, None, True)[10:14] == [0.0, pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
+    rates = _learning_rates(_plan([10, 0, 30]), "linear", 3, None, True)[10:14]
+    assert rates == [0.0, pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
 
 
 def test_per_phase_schedule_resumes_from_its_saved_state(tmp_path):
@@ -257,7 +271,7 @@ def test_per_phase_schedule_resumes_from_its_saved_state(tmp_path):
 def test_lora_targets_by_architecture_and_full_fine_tuning(tiny_model):
     from transformers import MPNetConfig, MPNetModel
 
-    from tickettune.models import load_model
+    from tickettune.core.models import load_model
 
     model = load_model(str(tiny_model))
     assert lora_targets(model) == ["query", "key", "value", "dense"]
@@ -320,7 +334,7 @@ def test_phase_rules_and_leakage_guard(tiny_model, pairs_dir, tmp_path):
 
 
 def test_evaluate_refuses_test_pairs_the_model_was_trained_on(reference, pairs_dir, tmp_path, capsys):
-    from tickettune.leakage import TRAINING_TEXTS, fingerprint
+    from tickettune.data.leakage import TRAINING_TEXTS, fingerprint
 
     stored = json.loads((reference.out / "model" / TRAINING_TEXTS).read_text())["fingerprints"]
     train_pairs = load_pairs(pairs_dir).train
@@ -348,7 +362,7 @@ def test_evaluate_refuses_test_pairs_the_model_was_trained_on(reference, pairs_d
 
 
 def test_mask_pii_config_masks_every_text_before_training_and_reports(tiny_model, pairs_dir, tmp_path):
-    from tickettune.pairs_io import read_pairs
+    from tickettune.data.pairs_io import read_pairs
 
     folder = tmp_path / "with-pii"
     folder.mkdir()
@@ -368,9 +382,8 @@ def test_mask_pii_config_masks_every_text_before_training_and_reports(tiny_model
 
 
 def test_difficulty_phases_are_terciles_of_the_base_models_difficulty(tiny_model, pairs_dir):
-    from tickettune.similarity import pair_scores
-    from tickettune.models import load_model
-    from tickettune.similarity import pair_difficulty
+    from tickettune.core.models import load_model
+    from tickettune.core.similarity import pair_difficulty, pair_scores
 
     model = load_model(str(tiny_model))
     train_pairs = load_pairs(pairs_dir).train.drop(columns="phase")
@@ -407,8 +420,8 @@ def test_cli_refuses_bad_requests_with_one_line(tiny_model, pairs_dir, tmp_path,
 def test_out_has_every_file_and_the_best_checkpoint_is_restored(reference, pairs_dir, tiny_model):
     from sentence_transformers import SentenceTransformer
 
-    from tickettune.evaluate import compute_metrics
-    from tickettune.similarity import pair_scores
+    from tickettune.core.similarity import pair_scores
+    from tickettune.evaluation.judge import compute_metrics
 
     out = reference.out
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "figures", "metrics.json", "model", "model-merged",

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tickettune.calibration import Calibration
 from tickettune.cli import main
-from tickettune.pairs import PairOptions, build_pairs, write_pair_dir
-from tickettune.sample import generate_sample
-from tickettune.tickets import read_tickets
+from tickettune.data.pairs import PairOptions, build_pairs, write_pair_dir
+from tickettune.data.sample import generate_sample
+from tickettune.data.tickets import read_tickets
+from tickettune.evaluation.calibration import Calibration
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KNOBS = ["loss=cosine", "batch_size=8", "max_seq_length=32", "lr=0.001", "phase_epochs=[0.5,0.5,0.5]",

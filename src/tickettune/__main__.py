@@ -1,3 +1,3 @@
-from .cli import entry
+from tickettune.cli import entry
 
 entry()

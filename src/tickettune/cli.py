@@ -21,9 +21,15 @@ try:  # typer >= 0.20 vendors its own click; older versions use click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from .config import DEFAULT_MODEL, PHASE_MODES
-from .errors import UserError
-from .pairs import DIFFICULTY_METHODS, SPLIT_UNITS, TEST_DIFFICULTIES, PairOptions
+from tickettune.core.errors import UserError
+from tickettune.core.models import DEFAULT_MODEL
+from tickettune.data.pairs import (
+    DIFFICULTY_METHODS,
+    SPLIT_UNITS,
+    TEST_DIFFICULTIES,
+    PairOptions,
+)
+from tickettune.training.config import PHASE_MODES
 
 PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library's
 ENCODER_HELP = ("encoder: torch (PyTorch weights), onnx (an ONNX file on ONNX Runtime, from tickettune export --onnx) "
@@ -42,7 +48,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 @app.command()
 def presets() -> None:
     """Print the built-in recipes side by side."""
-    from .config import PRESET_NOTES, PRESETS, TrainConfig
+    from tickettune.training.config import PRESET_NOTES, PRESETS, TrainConfig
 
     configs = {name: TrainConfig(**values) for name, values in PRESETS.items()}
     keys = ["stage", "label_kind", "head_epochs", "head_lr", "head_margin", "head_keep_weight", "head_temperature",
@@ -95,7 +101,7 @@ def evaluate(
 ) -> None:
     """Judge a model (and a baseline): retrieval on held-out tickets, same-problem probes, then pair sets; bootstrap
     intervals of each change."""
-    from .evaluate import run_evaluation
+    from tickettune.evaluation.judge import run_evaluation
 
     if json_path is not None and json_path.exists() and not overwrite:
         raise UserError(f"{json_path} already exists; pass --overwrite to replace it or choose another --json")
@@ -109,7 +115,7 @@ def evaluate(
                                  if calibrate else None)
     _print_results(results, about=f" ({model})", compared=bool(baseline))
     if json_path is not None:
-        from .jsonio import write_json
+        from tickettune.core.jsonio import write_json
 
         write_json(json_path, results)
         console.print(f"metrics written to {json_path}")
@@ -151,7 +157,7 @@ def train(
 ) -> None:
     """Fine-tune (a head on the frozen encoder, or the encoder over curriculum phases); writes OUT/model, config.yaml,
     training_log.json/.csv, metrics.json and the report."""
-    from .train import run_train
+    from tickettune.training.run import run_train
 
     result = run_train(out, pairs=pairs, train_file=train_file, eval_file=eval_file, test_file=test_file,
                        tickets=tickets, group_by=group_by, text_columns=text_column, preset=preset,
@@ -183,9 +189,9 @@ def search(
                                                 "updated_before=ISO date)"),
 ) -> None:
     """Find the tickets most similar to a new one (--query) or to a known one (--ticket), via a cached index."""
-    from .filters import parse_cli_filters
-    from .search import hits_table, read_ticket_file, similar_tickets
-    from .tickets import resolve_column
+    from tickettune.data.tickets import resolve_column
+    from tickettune.serving.filters import parse_cli_filters
+    from tickettune.serving.search import hits_table, read_ticket_file, similar_tickets
 
     frame = read_ticket_file(tickets, text_column)
     columns = [resolve_column(frame, name, "--show") for name in show or ()]
@@ -236,9 +242,8 @@ def serve(
     if any(importlib.util.find_spec(name) is None for name in ("fastapi", "uvicorn", "sqlalchemy")):
         raise UserError("tickettune serve needs fastapi, uvicorn and sqlalchemy, which are not all installed; "
                         "pip install 'tickettune[serve]'")
-    from .serve import ServeSettings, run_server
-
-    from .sync import parse_every
+    from tickettune.serving.app import ServeSettings, run_server
+    from tickettune.serving.sync import parse_every
 
     settings = ServeSettings(model=model, tickets=str(tickets), store=store or f"{tickets}.added",
                              cache_dir=str(cache_dir) if cache_dir else None, text_column=text_column,
@@ -262,7 +267,7 @@ def feedback_export(
     overwrite: bool = typer.Option(False, help="replace an existing OUT"),
 ) -> None:
     """Write every verdict as a labelled pair (duplicate 1, related 0.5, unrelated 0) for `train --feedback FILE`."""
-    from .feedback import FeedbackStore, default_url
+    from tickettune.serving.feedback import FeedbackStore, default_url
 
     if sum(x is not None for x in (tickets, store, database)) != 1:
         raise UserError("say where the feedback is: pass exactly one of --tickets FILE, --store DIR or --database URL")
@@ -290,10 +295,17 @@ def pull(
     page_size: int = typer.Option(1000, help="records per request (the Table API allows up to 10,000)"),
 ) -> None:
     """Read incidents from a ServiceNow instance (credentials from SERVICENOW_* variables; see the README)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
-    from .pull import Source, pull as run_pull
-    from .servicenow import Credentials, TableClient
+    from tickettune.sources.pull import Source
+    from tickettune.sources.pull import pull as run_pull
+    from tickettune.sources.servicenow import Credentials, TableClient
 
     wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
     source = Source(instance=instance, table=table, query=query, fields=wanted, page_size=page_size)
@@ -326,11 +338,12 @@ def export(
     overwrite: bool = typer.Option(False, help="replace an existing output directory"),
 ) -> None:
     """Make a trained model deployable: merged standalone folder (--merge) and/or ONNX (--onnx [--quantize int8])."""
-    from .export import export_model
+    from tickettune.training.export import export_model
 
     with console.status("exporting"):
         result = export_model(model, out, merge=merge, onnx=onnx, quantize=quantize, overwrite=overwrite)
-    console.print("LoRA adapter folded into the weights" if result.merged_adapter else "model had no LoRA adapter; exported as is")
+    console.print("LoRA adapter folded into the weights" if result.merged_adapter
+                  else "model had no LoRA adapter; exported as is")
     for form, cosine in result.cosines.items():
         console.print(f"check {form}: lowest cosine to the source model on probe texts {cosine:.6f}")
     console.print(f"written to {result.folder}: {', '.join(result.files)}")
@@ -348,7 +361,7 @@ def sample(
     overwrite: bool = typer.Option(False, help="replace an existing file"),
 ) -> None:
     """Write a built-in sample of SYNTHETIC ServiceNow incidents: problem clusters in different words, and near misses."""
-    from .sample import generate_sample, write_sample
+    from tickettune.data.sample import generate_sample, write_sample
 
     frame = generate_sample(n, seed)
     write_sample(frame, out, labels=labels, overwrite=overwrite)
@@ -429,9 +442,14 @@ def pairs(
     overwrite: bool = typer.Option(False, help="replace an existing output directory"),
 ) -> None:
     """Build curriculum pairs from tickets: leakage-free split, balanced labels, easy/medium/hard phases, hard test set."""
-    from .errors import check_output_dir
-    from .pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
-    from .tickets import read_tickets
+    from tickettune.core.files import check_output_dir
+    from tickettune.data.pairs import (
+        PairOptions,
+        build_pairs,
+        summary_tables,
+        write_pair_dir,
+    )
+    from tickettune.data.tickets import read_tickets
 
     options = PairOptions(seed=seed, pairs_per_phase=pairs_per_phase, eval_pairs=eval_pairs, test_pairs=test_pairs,
                           eval_fraction=eval_fraction, test_fraction=test_fraction, difficulty=difficulty, model=model,
@@ -464,7 +482,7 @@ def check(
     max_words: int = typer.Option(512, min=1, help="texts longer than this many words are flagged"),
 ) -> None:
     """Check pair files: phases rise in difficulty, labels balanced, no duplicates, no test text in train. Exit 1 on failure."""
-    from .check import findings_table, load_sets, run_checks
+    from tickettune.data.check import findings_table, load_sets, run_checks
 
     sets, datacard = load_sets(paths)
     card = (datacard or {}).get("difficulty") or {}
@@ -490,9 +508,9 @@ def demo(
     """The main job on a built-in synthetic incident sample: pairs, LoRA training, comparison with the untuned model."""
     import time
 
-    from .config import resolve_config
-    from .demo import run_demo
-    from .errors import check_output_dir
+    from tickettune.core.files import check_output_dir
+    from tickettune.demo import run_demo
+    from tickettune.training.config import resolve_config
 
     config = resolve_config(preset, sets=[f"seed={seed}", *(sets or [])], model_name=model)
     check_output_dir(out, overwrite)
@@ -501,7 +519,7 @@ def demo(
     _print_results(result.metrics, about=": untuned vs fine-tuned")
     search = result.metrics.get("retrieval")
     if search is not None:
-        from .report import fmt_ci
+        from tickettune.evaluation.report import fmt_ci
 
         console.print(f"same-problem check: {search['model']['n_queries']} held-out incidents each searched "
                       f"{search['model']['n_corpus']} held-out incidents for the other incidents of its problem "
@@ -521,16 +539,16 @@ def estimate(
     phases: str = typer.Option(PHASE_MODES[0], help=f"as for `train`: {', '.join(PHASE_MODES)}"),
 ) -> None:
     """Estimate how long `train` takes here: times a few real training steps and one eval pass; writes nothing."""
-    from .config import resolve_config
-    from .estimate import estimate_run, estimate_table
-    from .pairs_io import has_train_tickets
-    from .training_data import check_phase_mode, load_pairs
+    from tickettune.data.pairs_io import has_train_tickets
+    from tickettune.training.config import resolve_config
+    from tickettune.training.dataset import check_phase_mode, load_pairs
+    from tickettune.training.estimate import estimate_run, estimate_table
 
     check_phase_mode(phases)
     config = resolve_config(preset, None, sets, tickets=has_train_tickets(pairs), model_name=model)
     data = load_pairs(pairs)
     if config.stage == "head":
-        from .head_training import describe_rate, estimate_head
+        from tickettune.training.head_training import describe_rate, estimate_head
 
         with console.status(f"timing {config.model_name}'s encoding on this machine"):
             throughput, plan = estimate_head(config, data)
@@ -564,9 +582,14 @@ def sweep(
     overwrite: bool = typer.Option(False, help="replace an existing --best-config file"),
 ) -> None:
     """Search learning rate, epochs, LoRA rank, loss and schedule with Optuna, maximising eval Spearman (or eval_metric)."""
-    from .config import parse_set, resolve_config
-    from .pairs_io import has_train_tickets
-    from .sweep import SearchSpace, Sweep, describe, write_best_config
+    from tickettune.data.pairs_io import has_train_tickets
+    from tickettune.training.config import parse_set, resolve_config
+    from tickettune.training.sweep import (
+        SearchSpace,
+        Sweep,
+        describe,
+        write_best_config,
+    )
 
     if best_config is not None and best_config.exists() and not overwrite:
         raise UserError(f"{best_config} already exists; pass --overwrite to replace it or choose another --best-config")
@@ -591,7 +614,7 @@ def sweep(
 
 def _print_results(results: dict, about: str, compared: bool = True) -> None:
     """One table per judged set (retrieval first), then, against a baseline, the one-line verdict per set."""
-    from .report import results_tables, verdict
+    from tickettune.evaluation.report import results_tables, verdict
 
     for table in results_tables(results, model_title="Fine-tuned" if compared else "Model", about=about):
         console.print(table)
@@ -613,7 +636,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
-    from .models import offline_environment
+    from tickettune.core.models import offline_environment
 
     offline_environment()
     try:

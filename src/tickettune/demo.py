@@ -10,8 +10,8 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import GROUP_LOSSES, TrainConfig, trains_on_tickets
-from .errors import atomic_output_dir
+from tickettune.core.files import atomic_output_dir
+from tickettune.training.config import GROUP_LOSSES, TrainConfig, trains_on_tickets
 
 SAMPLE_FILE = "sample_incidents.csv"
 PAIRS_DIR = "pairs"
@@ -30,11 +30,16 @@ class DemoSize:
 
 def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: DemoSize = DemoSize(), seed: int = 0,
              say=print):
-    from .pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
-    from .sample import generate_sample, write_sample
-    from .tickets import read_tickets
-    from .train import train
-    from .training_data import from_pairset
+    from tickettune.data.pairs import (
+        PairOptions,
+        build_pairs,
+        summary_tables,
+        write_pair_dir,
+    )
+    from tickettune.data.sample import generate_sample, write_sample
+    from tickettune.data.tickets import read_tickets
+    from tickettune.training.dataset import from_pairset
+    from tickettune.training.run import train
 
     out = Path(out)
     with atomic_output_dir(out, overwrite) as tmp:
