@@ -71,14 +71,14 @@ def datasets(args) -> dict[str, tuple[pd.DataFrame, str]]:
         generate_sample(args.sample, 0).to_csv(folder / "sample.csv", index=False)
         for group in ("problem_id", "assignment_group"):
             out[f"built-in sample ({args.sample} tickets, {group})"] = (read_tickets(folder / "sample.csv",
-                                                                                    group_by=group), "split")
+                                                                                    group_by=group).frame, "split")
     if "it" in args.only and (SHARED / "it-service-tickets" / "tickets.csv.gz").is_file():
         out["IT service tickets (topic_group)"] = (read_tickets(SHARED / "it-service-tickets" / "tickets.csv.gz",
-                                                                ["text"], "topic_group"), "split")
+                                                                ["text"], "topic_group").frame, "split")
     if "bugs" in args.only:
         bugs = []
         for path in sorted((SHARED / "bug-duplicates").glob("*.csv")):
-            frame = read_tickets(path, ["text"], "problem_id")
+            frame = read_tickets(path, ["text"], "problem_id").frame
             out[f"{path.stem} duplicate bugs (problem_id)"] = (frame, "halves")
             bugs.append(frame.assign(group=path.stem + ":" + frame["group"].astype(str))[["text", "group"]])
         if bugs:

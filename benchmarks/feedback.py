@@ -95,9 +95,9 @@ def main() -> None:
     pairs_dir = write_pair_dir(pairset, work / "pairs", overwrite=True)
     base = load_model(args.model, 64)
     generate_sample(args.production, args.seed + 1).to_csv(work / "production.csv", index=False)
-    production = read_tickets(work / "production.csv", group_by="problem_id")
+    production = read_tickets(work / "production.csv", group_by="problem_id").frame
     # A template can write the same text in both draws; such tickets are not new, and training refuses test texts.
-    seen = {" ".join(t.lower().split()) for t in read_tickets(work / "sample.csv", group_by="problem_id")["text"]}
+    seen = {" ".join(t.lower().split()) for t in read_tickets(work / "sample.csv", group_by="problem_id").frame["text"]}
     production = production[~production["text"].map(lambda t: " ".join(t.lower().split()) in seen)]
     lines = simulate_agents(base, production, args.suggestions, args.noise, args.seed)
     feedback = work / "feedback.jsonl"

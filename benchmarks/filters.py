@@ -47,7 +47,7 @@ def write_tickets(path: Path, n: int, unique: int, seed: int) -> pd.DataFrame:
 
 def fill_cache(model: str, tickets: Path, cache: Path) -> float:
     """The index cache the server reads, each distinct text encoded once; seconds taken."""
-    texts = list(read_ticket_file(tickets)["text"])
+    texts = list(read_ticket_file(tickets).frame["text"])
     start = time.perf_counter()
 
     def encode(batch: list[str]) -> np.ndarray:
@@ -124,7 +124,7 @@ def main() -> None:
         server.wait(timeout=60)
     from tickettune.serving.filters import TicketFilter
 
-    tickets = read_ticket_file(path)
+    tickets = read_ticket_file(path).frame
     for name, spec in filters.items():
         if spec is not None:
             shares[name] = len(TicketFilter.parse(spec, tickets.columns).rows(tickets)) / len(tickets)

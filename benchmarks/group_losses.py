@@ -68,7 +68,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    tickets = read_tickets(TICKETS, text_columns=["text"], group_by="topic_group")
+    tickets = read_tickets(TICKETS, text_columns=["text"], group_by="topic_group").frame
     text, group = tickets["text"].to_numpy(), pd.factorize(tickets["group"])[0]
     order = rng.permutation(len(text))
     held_out, train_rows = order[:len(text) // 5], order[len(text) // 5:]

@@ -165,7 +165,7 @@ def main() -> None:
         (model / "weights.bin").write_text("hash encoder")
         encoder = HashEncoder()
         start = time.perf_counter()
-        live, _ = LiveTickets.open(read_ticket_file(out), model, encoder, str(work / "store"), cache_dir=work / "cache")
+        live, _ = LiveTickets.open(read_ticket_file(out).frame, model, encoder, str(work / "store"), cache_dir=work / "cache")
         open_s = time.perf_counter() - start
         syncer = Syncer(Source(instance=server.url), credentials, live.store, tickets_file=out)
         for sys_id in rng.sample(ids, args.changes):
@@ -189,7 +189,7 @@ def main() -> None:
     from tickettune.core.similarity import encode_texts
 
     torch.set_num_threads(1)  # as `serve` runs on 2 cores (serve.default_threads)
-    texts = list(read_ticket_file(out)["text"][:args.model_texts])
+    texts = list(read_ticket_file(out).frame["text"][:args.model_texts])
     loaded = load_model(args.model)
     encode_texts(loaded, texts[:16], show_progress=False)
     start = time.perf_counter()

@@ -76,7 +76,7 @@ class Reuse:
 
 def build_index(encoder: Encoder, tickets: Path, cache: Path, backends: set[str]) -> tuple[float, bool]:
     """Fill the index cache the servers will read; seconds taken, and whether the exact entry was there already."""
-    texts = list(read_ticket_file(tickets)["text"])
+    texts = list(read_ticket_file(tickets).frame["text"])
     start = time.perf_counter()
     exact, cached = IndexCache(cache).load_or_build(encoder.folder, texts, encoder, "exact")
     for backend in backends - {"exact"}:

@@ -34,7 +34,7 @@ def setup(tiny_model, tmp_path_factory, one_thread):
     shutil.copytree(tiny_model, model)
     sample = generate_sample(80, seed=0)
     write_sample(sample, root / "incidents.csv")
-    frame = read_ticket_file(root / "incidents.csv")
+    frame = read_ticket_file(root / "incidents.csv").frame
     vectors = load_model(str(model)).encode(list(frame["text"]), normalize_embeddings=True)
     first, second = halves(frame["assignment_group"], seed=0)
     groups = frame["assignment_group"].to_numpy()

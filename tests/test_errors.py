@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tickettune.cli import main
+from tickettune.core.errors import UserError
 
 GOOD_PAIR = {"text1": "vpn drops every hour", "text2": "vpn disconnects", "label": 1, "phase": "easy"}
 
@@ -184,7 +185,7 @@ def test_user_errors_end_in_one_line_and_exit_2(case, inputs, capsys):
 
 
 def test_debug_shows_the_traceback(inputs):
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="preset"):
         main(["--debug", "train", "--pairs", str(inputs["pairs"]), "--preset", "v3", "-o", str(inputs["out"])])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from tickettune.data.check import load_sets, run_checks
 from tickettune.data.pairs import PairOptions, build_pairs, write_pair_dir
 from tickettune.data.pairs_io import read_pairs
 from tickettune.data.sample import FIELDS, generate_sample, write_sample
-from tickettune.data.tickets import read_tickets
+from tickettune.data.tickets import TicketTable, read_tickets
 
 SMALL = {"pairs_per_phase": 120, "eval_pairs": 60, "test_pairs": 60, "difficulty": "tfidf"}
 
@@ -31,7 +32,7 @@ def sample_csv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tickets(sample_csv) -> pd.DataFrame:
+def tickets(sample_csv) -> TicketTable:
     return read_tickets(sample_csv, group_by="problem_id")
 
 
@@ -64,7 +65,7 @@ def test_sample_files_in_every_layout_read_back(tmp_path):
     frame = generate_sample(60, seed=0)
     for name, labels in (("a.csv", True), ("b.json", False), ("c.xlsx", True)):
         write_sample(frame, tmp_path / name, labels=labels)
-        back = read_tickets(tmp_path / name)
+        back = read_tickets(tmp_path / name).frame
         assert len(back) == 60 and back["text"].str.len().min() > 0
     with pytest.raises(UserError, match="already exists"):
         write_sample(frame, tmp_path / "a.csv")
@@ -79,7 +80,7 @@ def test_no_ticket_or_text_in_two_splits(pairset, tickets):
     for a, b in (("train", "eval"), ("train", "test"), ("eval", "test")):
         assert not ids[a] & ids[b] and not texts[a] & texts[b]
     # Split by problem: test problems are unseen in training.
-    group = tickets["group"].to_numpy()
+    group = tickets.frame["group"].to_numpy()
     assert pairset.datacard["split_unit"] == "group"
     assert not {group[i] for i in ids["train"]} & {group[i] for i in ids["test"]}
     for name in ("eval", "test"):  # no single large problem fills a split
@@ -111,7 +112,7 @@ def test_hard_negatives_come_from_other_train_groups(pairset, tickets):
     train = pairset.train
     similar = train[train["label"] == 1]
     assert similar["negative"].notna().mean() > 0.9 and train.loc[train["label"] == 0, "negative"].isna().all()
-    group_of = dict(zip(tickets["text"], tickets["group"]))
+    group_of = dict(zip(tickets.frame["text"], tickets.frame["group"]))
     rows = similar.dropna(subset=["negative"])
     assert all(group_of[n] != group_of[a] for n, a in zip(rows["negative"], rows["text1"]))
     held_out = {normalise_text(t) for f in (pairset.eval, pairset.test) for t in pd.concat([f["text1"], f["text2"]])}
@@ -202,8 +203,8 @@ def test_too_few_groups_and_tickets_are_user_errors(tickets):
 
 
 def test_too_few_tickets_clamps_and_says_so(tickets):
-    result = build_pairs(tickets.head(200), PairOptions(pairs_per_phase=2000, eval_pairs=500, test_pairs=500,
-                                                        difficulty="tfidf"))
+    few = replace(tickets, frame=tickets.frame.head(200))
+    result = build_pairs(few, PairOptions(pairs_per_phase=2000, eval_pairs=500, test_pairs=500, difficulty="tfidf"))
     assert 0 < len(result.train) < 6000
     assert any("pairs per phase instead of 2000" in note for note in result.datacard["notes"])
 

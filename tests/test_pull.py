@@ -192,7 +192,7 @@ def test_since_last_fetches_only_changes_and_marks_removed_records(tmp_path, cap
     # The changed and the new record, plus the sys_id listing (two fields a record), nothing else in full.
     assert fetched <= 2 + len(active) + 5
     # The merged file is a ticket file as any other, display values as text.
-    tickets = read_tickets(out, group_by="assignment_group")
+    tickets = read_tickets(out, group_by="assignment_group").frame
     assert set(tickets["assignment_group"]) <= {"Network", "Service Desk", "Desktop"}
     assert "new words" in set(tickets["text"].str.split("\n").str[0])
 

@@ -58,7 +58,7 @@ def open_synced(tmp_path, out, encoder, url):
     if not model.is_dir():
         model.mkdir()
         (model / "weights.bin").write_text("a model")
-    live, _ = LiveTickets.open(read_ticket_file(out), model, encoder, str(tmp_path / "store"),
+    live, _ = LiveTickets.open(read_ticket_file(out).frame, model, encoder, str(tmp_path / "store"),
                                cache_dir=tmp_path / "cache")
     return live, Syncer(parse_source(url), CREDENTIALS, live.store, every=60, tickets_file=out)
 

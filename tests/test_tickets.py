@@ -11,7 +11,7 @@ import pytest
 
 from tickettune.cli import main
 from tickettune.core.errors import UserError
-from tickettune.data.tickets import build_text, canonical, link_components, read_tickets
+from tickettune.data.tickets import TicketTable, build_text, canonical, link_components, read_tickets
 
 FIELDS = ["number", "short_description", "description", "category", "problem_id", "parent_incident"]
 ROWS = [
@@ -29,12 +29,12 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: st
     return path
 
 
-def groups_of(frame: pd.DataFrame) -> dict[str, str]:
-    return dict(zip(frame["number"], frame["group"]))
+def groups_of(table: TicketTable) -> dict[str, str]:
+    return dict(zip(table.frame["number"], table.frame["group"]))
 
 
-def expected_grouping(frame: pd.DataFrame) -> None:
-    groups = groups_of(frame)
+def expected_grouping(table: TicketTable) -> None:
+    groups, frame = groups_of(table), table.frame
     assert groups["INC001"] == groups["INC002"] == "problem:PRB001"
     assert groups["INC003"] == groups["INC004"] == "problem:PRB002"
     assert groups["INC005"] == "ticket:INC005"
@@ -43,11 +43,11 @@ def expected_grouping(frame: pd.DataFrame) -> None:
 
 
 def test_servicenow_csv_with_field_names(tmp_path):
-    frame = read_tickets(write_csv(tmp_path / "incidents.csv", FIELDS, ROWS))
-    expected_grouping(frame)
-    assert frame.attrs["group_by"] == "problem_id"
-    assert frame.attrs["linked_through"] == ["problem_id", "parent_incident"]
-    assert list(frame["row"]) == [2, 3, 4, 5, 6]
+    table = read_tickets(write_csv(tmp_path / "incidents.csv", FIELDS, ROWS))
+    expected_grouping(table)
+    assert table.group_by == "problem_id"
+    assert table.linked_through == ["problem_id", "parent_incident"]
+    assert list(table.frame["row"]) == [2, 3, 4, 5, 6]
 
 
 def test_servicenow_csv_with_display_labels_cp1252_and_gzip(tmp_path):
@@ -56,9 +56,9 @@ def test_servicenow_csv_with_display_labels_cp1252_and_gzip(tmp_path):
     path = write_csv(tmp_path / "export.csv", LABELS, rows, encoding="cp1252")
     packed = tmp_path / "export.csv.gz"
     packed.write_bytes(gzip.compress(path.read_bytes()))
-    frame = read_tickets(packed, group_by="Problem")
-    expected_grouping(frame)
-    assert "cassé" in frame.loc[frame["number"] == "INC005", "text"].item()
+    table = read_tickets(packed, group_by="Problem")
+    expected_grouping(table)
+    assert "cassé" in table.frame.loc[table.frame["number"] == "INC005", "text"].item()
 
 
 def test_table_api_json_with_display_value_objects(tmp_path):
@@ -90,20 +90,20 @@ def test_xlsx_export(tmp_path):
 
 def test_generic_csv_and_jsonl_with_text_and_label_columns(tmp_path):
     rows = [["printer jam on floor 2", "Hardware"], ["reset my password", "Access"], ["toner empty", "Hardware"]]
-    csv_frame = read_tickets(write_csv(tmp_path / "t.csv", ["text", "topic_group"], rows), ["text"], "topic_group")
+    csv_frame = read_tickets(write_csv(tmp_path / "t.csv", ["text", "topic_group"], rows), ["text"], "topic_group").frame
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(json.dumps({"body": t, "label": g}) for t, g in rows) + "\n", encoding="utf-8")
-    jsonl_frame = read_tickets(path, ["body"], "label")
+    jsonl_frame = read_tickets(path, ["body"], "label").frame
     for frame in (csv_frame, jsonl_frame):
         assert list(frame["text"]) == [r[0] for r in rows]
         assert list(frame["group"]) == ["Hardware", "Access", "Hardware"]
     tsv = tmp_path / "t.tsv"
     tsv.write_text("text\ttopic_group\n" + "\n".join("\t".join(r) for r in rows), encoding="utf-8")
-    assert list(read_tickets(tsv, group_by="topic_group")["text"]) == [r[0] for r in rows]
+    assert list(read_tickets(tsv, group_by="topic_group").frame["text"]) == [r[0] for r in rows]
 
 
 def test_text_fields_are_configurable_and_repeats_left_out(tmp_path):
-    frame = read_tickets(write_csv(tmp_path / "i.csv", FIELDS, ROWS), ["description,short_description"], "category")
+    frame = read_tickets(write_csv(tmp_path / "i.csv", FIELDS, ROWS), ["description,short_description"], "category").frame
     assert frame.loc[0, "text"] == "Certificate error on GlobalProtect\nVPN not connecting"
     assert build_text(["Printer jam", "printer   JAM", "tray 2"]) == "Printer jam\ntray 2"
     assert canonical("Configuration item") == "cmdb_ci" and canonical(" Short-Description ") == "short_description"
@@ -128,18 +128,18 @@ def test_linking_is_transitive_across_parents_and_problems(tmp_path):
 
 def test_empty_texts_and_groups_are_skipped_and_counted(tmp_path):
     rows = [["one", "A"], ["", "A"], ["   ", "B"], ["two", ""], ["three", "B"]]
-    frame = read_tickets(write_csv(tmp_path / "e.csv", ["text", "label"], rows), ["text"], "label")
-    assert list(frame["text"]) == ["one", "three"]
-    notes = " ".join(frame.attrs["notes"])
+    table = read_tickets(write_csv(tmp_path / "e.csv", ["text", "label"], rows), ["text"], "label")
+    assert list(table.frame["text"]) == ["one", "three"]
+    notes = " ".join(table.notes)
     assert "skipped 2 rows with an empty text (rows 3, 4)" in notes
     assert "skipped 1 rows with an empty label (rows 5)" in notes
 
 
 def test_mask_pii_applies_to_the_texts(tmp_path):
     rows = [["call me on +44 20 7946 0958, jane.roe@example.com", "A"], ["VPN 10.2.3 fails", "A"]]
-    frame = read_tickets(write_csv(tmp_path / "p.csv", ["text", "label"], rows), ["text"], "label", mask_pii=True)
-    assert list(frame["text"]) == ["call me on [PHONE], [EMAIL]", "VPN 10.2.3 fails"]
-    assert "masked in 1 of 2 texts" in frame.attrs["notes"][-1]
+    table = read_tickets(write_csv(tmp_path / "p.csv", ["text", "label"], rows), ["text"], "label", mask_pii=True)
+    assert list(table.frame["text"]) == ["call me on [PHONE], [EMAIL]", "VPN 10.2.3 fails"]
+    assert "masked in 1 of 2 texts" in table.notes[-1]
 
 
 def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, list[str], str]]:

@@ -34,7 +34,7 @@ def simulated_feedback(path: Path, queries: int = 30) -> Path:
     other-problem one rejected."""
     tickets = read_tickets_frame(generate_sample(300, 7))
     lines = []
-    grouped = [frame for _, frame in tickets.groupby("group") if len(frame) >= 2]
+    grouped = [frame for _, frame in tickets.frame.groupby("group") if len(frame) >= 2]
     for i in range(queries):
         own, other = grouped[i % len(grouped)], grouped[(i + 1) % len(grouped)]
         query = own.iloc[(i // len(grouped)) % (len(own) - 1)]

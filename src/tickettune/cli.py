@@ -30,6 +30,7 @@ from tickettune.data.pairs import (
     PairOptions,
 )
 from tickettune.training.config import PHASE_MODES
+from tickettune.training.loss_registry import LOSSES, names
 
 PAIR_DEFAULTS = PairOptions()  # the `pairs` command's defaults are the library's
 ENCODER_HELP = ("encoder: torch (PyTorch weights), onnx (an ONNX file on ONNX Runtime, from tickettune export --onnx) "
@@ -37,6 +38,8 @@ ENCODER_HELP = ("encoder: torch (PyTorch weights), onnx (an ONNX file on ONNX Ru
 ONNX_FILE_HELP = "ONNX file to run, relative to the model folder (e.g. onnx/model.onnx); implies --backend onnx"
 PROBE_HELP = ("same-problem probe: a ticket file whose groups are filed duplicates (e.g. a duplicate-linked export); "
               "its duplicates' MRR@10 and accuracy@10 are reported beside retrieval (repeatable)")
+SET_HELP = ("override a knob: key=value (repeatable); e.g. --set lr=3e-4, --set loss=NAME with NAME one of "
+            + ", ".join(names()) + " (`tickettune presets` describes them)")
 PROBE_GROUP_HELP = "the duplicate column of the --probe files: once for all, or once per probe (default problem_id)"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -66,6 +69,14 @@ def presets() -> None:
                  for v in values]
         table.add_row(key, *shown)
     console.print(table)
+    losses = Table(title="losses (--set loss=NAME; hybrid mixes MNRL with --set hybrid_pair_loss=NAME)")
+    losses.add_column("loss", no_wrap=True)
+    for column in ("trains on", "batch rows", "sentence-transformers class", "what it does"):
+        losses.add_column(column)
+    for spec in LOSSES.values():
+        losses.add_row(spec.name, spec.trains_on, ", ".join(spec.columns), spec.library_class or "tickettune's own",
+                       spec.description)
+    console.print(losses)
 
 
 @app.command()
@@ -132,7 +143,7 @@ def train(
     preset: Optional[str] = typer.Option(None, "--preset", help="built-in recipe (see `tickettune presets`)"),
     config_file: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file (may say `preset: NAME`)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="base model folder or id"),
-    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a knob: key=value (repeatable)"),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory"),
     phases: str = typer.Option(PHASE_MODES[0], help="keep the train file's phases, train one phase (single), or split by "
                                             "the base model's difficulty (difficulty)"),
@@ -193,10 +204,11 @@ def search(
     from tickettune.serving.filters import parse_cli_filters
     from tickettune.serving.search import hits_table, read_ticket_file, similar_tickets
 
-    frame = read_ticket_file(tickets, text_column)
-    columns = [resolve_column(frame, name, "--show") for name in show or ()]
+    table = read_ticket_file(tickets, text_column)
+    columns = [resolve_column(table, name, "--show") for name in show or ()]
+    frame = table.frame
     spec = parse_cli_filters(filters or [], list(frame.columns))
-    for note in frame.attrs["notes"]:
+    for note in table.notes:
         err_console.print(note, markup=False)
     with console.status(f"searching {len(frame)} tickets"):
         result = similar_tickets(frame, model, query=query, ticket=ticket, k=k, threshold=threshold, cache_dir=cache_dir,
@@ -457,9 +469,9 @@ def pairs(
                           grade_weights=_weights(grade_weights), split_by=split_by,
                           max_pairs_per_ticket=max_pairs_per_ticket, near_duplicate=near_duplicate)
     check_output_dir(out, overwrite)
-    frame = read_tickets(tickets, text_column, group_by, mask_pii=mask_pii)
-    with console.status(f"building pairs from {len(frame)} tickets"):
-        pairset = build_pairs(frame, options)
+    table = read_tickets(tickets, text_column, group_by, mask_pii=mask_pii)
+    with console.status(f"building pairs from {len(table)} tickets"):
+        pairset = build_pairs(table, options)
         write_pair_dir(pairset, out, overwrite, command=_command_line(ctx))
     for table in summary_tables(pairset.datacard):
         console.print(table)
@@ -534,7 +546,7 @@ def estimate(
     pairs: Path = typer.Option(..., "--pairs", "-p", help="directory made by `tickettune pairs`"),
     preset: Optional[str] = typer.Option(None, "--preset", help="built-in recipe (see `tickettune presets`)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="base model folder or id"),
-    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="override a knob: key=value (repeatable)"),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help=SET_HELP),
     steps: int = typer.Option(5, "--steps", min=1, help="optimizer steps to time (after 1 warm-up step)"),
     phases: str = typer.Option(PHASE_MODES[0], help=f"as for `train`: {', '.join(PHASE_MODES)}"),
 ) -> None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tickettune.core.files import atomic_output_dir
-from tickettune.training.config import GROUP_LOSSES, TrainConfig, trains_on_tickets
+from tickettune.training.config import TrainConfig, trains_on_tickets
+from tickettune.training.loss_registry import loss_spec
 
 SAMPLE_FILE = "sample_incidents.csv"
 PAIRS_DIR = "pairs"
@@ -65,7 +66,8 @@ def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: Demo
             say(f"3/3  training {config.model_name} with LoRA ({config.loss}, lr {config.lr:g}, "
                 f"epochs {'/'.join(f'{e:g}' for e in config.phase_epochs)}), then searching the held-out incidents for "
                 "their problem's other incidents: the same-problem check")
-        if config.loss in GROUP_LOSSES and (config.max_train_tickets or size.train_tickets + 1) > size.train_tickets:
+        on_tickets = loss_spec(config.loss).trains_on == "tickets"
+        if on_tickets and (config.max_train_tickets or size.train_tickets + 1) > size.train_tickets:
             config = config.model_copy(update={"max_train_tickets": size.train_tickets})
         result = train(config, from_pairset(pairset, str(out / PAIRS_DIR)), tmp / "run", overwrite=True)
         for item in (tmp / "run").iterdir():

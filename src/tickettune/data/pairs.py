@@ -54,7 +54,7 @@ from tickettune.core.similarity import (
 )
 from tickettune.core.textio import normalise_text
 from tickettune.data.pairs_io import PHASES
-from tickettune.data.tickets import link_components
+from tickettune.data.tickets import TicketTable, link_components
 
 SPLITS = ("test", "eval", "train")
 MIN_GROUPS_FOR_GROUP_SPLIT = 30
@@ -129,7 +129,7 @@ class PairSet:
 class Tickets:
     """The ticket table as arrays the pair sampler needs: group codes, normalised-text codes, who may be a negative."""
 
-    def __init__(self, frame: pd.DataFrame):
+    def __init__(self, frame: pd.DataFrame, linked: bool = False):
         for column in ("text", "group"):
             if column not in frame.columns:
                 raise UserError(f"tickets need a '{column}' column (as read_tickets returns); got {', '.join(frame.columns)}")
@@ -142,7 +142,6 @@ class Tickets:
         sizes = np.bincount(self.group)
         # Grouped by links, a ticket alone in its group (no problem, no parent) has no known relation to another
         # lone ticket: only the links say what is related.
-        linked = bool(frame.attrs.get("linked_through"))
         self.known = sizes[self.group] >= 2 if linked else np.ones(len(self.group), dtype=bool)
         self.n_groups, self.n_multi = len(sizes), int((sizes >= 2).sum())
 
@@ -304,9 +303,9 @@ def _candidates(chosen: np.ndarray, tickets: Tickets, neighbours: np.ndarray, n_
     return np.concatenate(firsts or [np.zeros(0, int)]), np.concatenate(seconds or [np.zeros(0, int)])
 
 
-def _grade_fields(tickets: pd.DataFrame, options: PairOptions) -> dict[str, float]:
+def _grade_fields(table: TicketTable, options: PairOptions) -> dict[str, float]:
     """The graded-label hierarchy: the group field first (1.0 unless given), then the other fields by weight."""
-    group_by = tickets.attrs.get("group_by", "group")
+    group_by, tickets = table.group_by or "group", table.frame
     if options.grade_weights is None:
         weights = {f: w for f, w in (("subcategory", 0.6), ("category", 0.3)) if f in tickets.columns and f != group_by}
         if not weights:
@@ -452,16 +451,16 @@ def ticket_table(members: np.ndarray, tickets: Tickets) -> pd.DataFrame:
 class PairBuilder:
     """The steps of `build_pairs` on one ticket table, sharing its random generator, vectors and notes."""
 
-    def __init__(self, tickets: pd.DataFrame, options: PairOptions, model=None):
-        self.frame, self.options, self.model = tickets, options, model
-        self.data = Tickets(tickets)
+    def __init__(self, tickets: TicketTable, options: PairOptions, model=None):
+        self.table, self.options, self.model = tickets, options, model
+        self.data = Tickets(tickets.frame, linked=bool(tickets.linked_through))
         self.rng = np.random.default_rng(options.seed)
         self.grades = _grade_fields(tickets, options) if options.graded else None
         self.filtered = options.test_difficulty == "hard"
         # Pairs wanted per label (similar, and as many dissimilar).
         self.wanted = {"train": 3 * options.pairs_per_phase // 2, "eval": options.eval_pairs // 2,
                        "test": options.test_pairs // 2}
-        self.notes = list(tickets.attrs.get("notes", []))
+        self.notes = list(tickets.notes)
         self.info: dict[str, dict[str, int]] = {}
         self.thresholds: dict[float, float] = {}
         self.members: dict[str, np.ndarray] = {}
@@ -548,14 +547,13 @@ class PairBuilder:
 
     def datacard(self, sets: dict[str, pd.DataFrame], representative: pd.DataFrame,
                  tickets: dict[str, pd.DataFrame]) -> dict[str, Any]:
-        options, attrs = self.options, self.frame.attrs
+        options = self.options
         model = options.difficulty == "model"
         return {
             "tickettune": _version(),
             "command": None,
             "seed": options.seed,
-            "source": {k: attrs[k] for k in ("source", "rows_read", "text_columns", "group_by", "linked_through")
-                       if k in attrs},
+            "source": self.table.provenance(),
             "tickets": int(len(self.data)), "groups": self.data.n_groups, "groups_with_two_or_more": self.data.n_multi,
             "split_unit": self.mode,
             "options": asdict(options),
@@ -577,9 +575,9 @@ class PairBuilder:
         }
 
 
-def build_pairs(tickets: pd.DataFrame, options: PairOptions | None = None, model=None) -> PairSet:
-    """Train (with phases), eval, hard test and representative test pairs, and each split's tickets, from a
-    ticket table with `text` and `group` columns (as `tickets.read_tickets` returns it).
+def build_pairs(tickets: TicketTable | pd.DataFrame, options: PairOptions | None = None, model=None) -> PairSet:
+    """Train (with phases), eval, hard test and representative test pairs, and each split's tickets, from
+    `tickets.read_tickets`'s table (or a DataFrame with `text` and `group` columns).
 
     `model` is a loaded SentenceTransformer, a model name or folder, or None for `options.model`; it is
     not used with `difficulty="tfidf"`.
@@ -592,7 +590,8 @@ def build_pairs(tickets: pd.DataFrame, options: PairOptions | None = None, model
         (['eval', 'test', 'train'], 1000)
         >>> write_pair_dir(pairset, "pairs/")                                              # doctest: +SKIP
     """
-    builder = PairBuilder(tickets, options or PairOptions(), model)
+    table = TicketTable.of(tickets) if isinstance(tickets, pd.DataFrame) else tickets
+    builder = PairBuilder(table, options or PairOptions(), model)
     chosen = builder.choose()
     builder.score(chosen)
     # Train first: its hard phase sets the difficulty that eval and test are drawn at.

@@ -5,6 +5,9 @@ or display labels such as `Short description`), ServiceNow Table API JSON (`{"re
 plain values or `{"display_value": ..., "value": ...}` objects), and any CSV/TSV/JSON/JSONL with a
 text column and a label column. Column names are compared after normalising (case, spaces), and
 display labels map to field names, so `--group-by Problem` and `--group-by problem_id` are one column.
+
+Two types carry a table with where it came from (pandas calls `DataFrame.attrs` experimental, and many operations
+drop it): `RawTable`, an export as read, and `TicketTable`, tickets with their text (and group) made.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import math
 import re
 import sys
 import zipfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +42,57 @@ IDENTIFIERS = ("number", "sys_id")
 DEFAULT_TEXT = ("short_description", "description")
 FALLBACK_TEXT = ("text", "summary", "subject", "title", "body")
 BUILT = ("row", "text", "group")
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """An export as read: `frame` holds strings under canonical column names, indexed by row, line or record
+    number (`kind`); `headers` maps each canonical name to the header as the export wrote it (for messages)."""
+
+    frame: pd.DataFrame
+    source: str
+    kind: str
+    headers: dict[str, str]
+
+    def columns(self, names: Sequence[str]) -> "RawTable":
+        """The same table with only these columns."""
+        return replace(self, frame=self.frame[list(names)])
+
+
+@dataclass(frozen=True)
+class TicketTable:
+    """Tickets with their text made: `frame` has a `text` column (and, from `read_tickets`, `row` and `group`)
+    followed by every source column.
+
+    The other fields say where the tickets came from; they are None for a table built by hand
+    (`TicketTable.of(frame)`), which `pairs.build_pairs` and the search accept as well.
+
+        >>> table = TicketTable.of(pd.DataFrame({"text": ["vpn drops", "vpn down"], "group": ["PRB1", "PRB1"]}))
+        >>> len(table), table.notes
+        (2, [])
+    """
+
+    frame: pd.DataFrame
+    source: Optional[str] = None
+    text_columns: Optional[list[str]] = None
+    group_by: Optional[str] = None
+    linked_through: Optional[list[str]] = None  # the link fields that joined tickets into groups
+    rows_read: Optional[int] = None
+    notes: list[str] = field(default_factory=list)  # what was left out or changed, one line each
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "TicketTable":
+        return cls(frame)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def provenance(self) -> dict[str, Any]:
+        """The known facts of where the tickets came from (what a pairs datacard records)."""
+        known = {"source": self.source, "rows_read": self.rows_read, "text_columns": self.text_columns,
+                 "group_by": self.group_by, "linked_through": self.linked_through}
+        return {key: value for key, value in known.items() if value is not None}
 
 
 def canonical(name: Any) -> str:
@@ -67,8 +122,8 @@ def _cell(value: Any) -> str:
 
 
 def _table(headers: Sequence[Any], rows: Iterable[Sequence[Any]], numbers: Sequence[int], source: str,
-           kind: str) -> pd.DataFrame:
-    """Rows of cells under `headers` as a string table with canonical column names; attrs keep where it came from."""
+           kind: str) -> RawTable:
+    """Rows of cells under `headers` as a string table with canonical column names."""
     names = [canonical(h) for h in headers]
     seen: dict[str, Any] = {}
     for header, name in zip(headers, names):
@@ -81,11 +136,10 @@ def _table(headers: Sequence[Any], rows: Iterable[Sequence[Any]], numbers: Seque
     data = [[_cell(row[i]) if i < len(row) else "" for i in keep] for row in rows]
     frame = pd.DataFrame(data, columns=[names[i] for i in keep], dtype=object)
     frame.index = pd.Index(list(numbers), name=kind)
-    frame.attrs.update(source=source, headers={names[i]: str(headers[i]) for i in keep}, kind=kind)
-    return frame
+    return RawTable(frame, source, kind, {names[i]: str(headers[i]) for i in keep})
 
 
-def _read_delimited(text: str, source: str, delimiter: str) -> pd.DataFrame:
+def _read_delimited(text: str, source: str, delimiter: str) -> RawTable:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long descriptions exceed the 128 KiB default
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[list[str]] = []
@@ -107,7 +161,7 @@ def _read_delimited(text: str, source: str, delimiter: str) -> pd.DataFrame:
     return _table(header, rows, range(2, len(rows) + 2), source, "row")
 
 
-def records_table(records: Any, source: str, kind: str, numbers: Sequence[int] | None = None) -> pd.DataFrame:
+def records_table(records: Any, source: str, kind: str, numbers: Sequence[int] | None = None) -> RawTable:
     """A list of ticket objects (JSON records, or tickets posted to `tickettune serve`) as a table of strings."""
     if not isinstance(records, list):
         raise UserError(f"{source}: expected a list of ticket objects, got {type(records).__name__}")
@@ -122,7 +176,7 @@ def records_table(records: Any, source: str, kind: str, numbers: Sequence[int] |
     return _table(headers, rows, numbers, source, kind)
 
 
-def _read_json(text: str, source: str) -> pd.DataFrame:
+def _read_json(text: str, source: str) -> RawTable:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -145,13 +199,13 @@ def _json_line(line: str, number: int, source: str) -> Any:
         raise UserError(f"{source}: line {number} is not valid JSON ({exc.msg}); fix or remove it") from None
 
 
-def _read_jsonl(text: str, source: str) -> pd.DataFrame:
+def _read_jsonl(text: str, source: str) -> RawTable:
     lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     records = [_json_line(line, number, source) for number, line in lines]
     return records_table(records, source, "line", [number for number, _ in lines])
 
 
-def _read_xlsx(path: Path) -> pd.DataFrame:
+def _read_xlsx(path: Path) -> RawTable:
     from openpyxl import load_workbook
 
     try:
@@ -174,7 +228,7 @@ def _read_xlsx(path: Path) -> pd.DataFrame:
     return _table(list(header), [row for _, row in body], [i for i, _ in body], str(path), "row")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path) -> RawTable:
     """Any supported export as a table of strings with canonical column names, indexed by row/line/record number."""
     path = Path(path)
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
@@ -193,40 +247,40 @@ def read_table(path: str | Path) -> pd.DataFrame:
     stripped = text.lstrip()
     if kind in (".jsonl", ".ndjson") or (kind not in (".json", ".csv", ".tsv", ".txt") and stripped[:1] == "{"
                                           and "\n{" in stripped):
-        frame = _read_jsonl(text, str(path))
+        table = _read_jsonl(text, str(path))
     elif kind == ".json" or (kind not in (".csv", ".tsv", ".txt") and stripped[:1] in "[{"):
-        frame = _read_json(text, str(path))
+        table = _read_json(text, str(path))
     else:
         first = text.split("\n", 1)[0]
         delimiter = "\t" if kind == ".tsv" else max(",;\t", key=first.count)
-        frame = _read_delimited(text, str(path), delimiter)
-    if frame.empty:
+        table = _read_delimited(text, str(path), delimiter)
+    if table.frame.empty:
         raise UserError(f"{path}: holds a header but no tickets; expected one ticket per row")
-    return frame
+    return table
 
 
-def resolve_column(frame: pd.DataFrame, name: str, option: str) -> str:
+def resolve_column(table: RawTable | TicketTable, name: str, option: str) -> str:
     """The canonical column meant by `name`, or a UserError with the closest column."""
-    key = canonical(name)
-    if key in frame.columns:
+    key, columns = canonical(name), list(table.frame.columns)
+    if key in columns:
         return key
-    headers = frame.attrs.get("headers", {})
-    close = difflib.get_close_matches(key, list(frame.columns), n=1, cutoff=0.6)
-    hint = f"; did you mean '{headers.get(close[0], close[0])}'?" if close else ""
-    found = ", ".join(headers.get(c, c) for c in frame.columns)
-    raise UserError(f"{frame.attrs.get('source', 'tickets')}: no column '{name}' for {option}{hint} (columns: {found})")
+    close = difflib.get_close_matches(key, columns, n=1, cutoff=0.6)
+    hint = f"; did you mean '{table.headers.get(close[0], close[0])}'?" if close else ""
+    found = ", ".join(table.headers.get(c, c) for c in columns)
+    raise UserError(f"{table.source or 'tickets'}: no column '{name}' for {option}{hint} (columns: {found})")
 
 
-def text_columns_of(frame: pd.DataFrame, text_columns: Sequence[str] | None) -> list[str]:
+def text_columns_of(table: RawTable, text_columns: Sequence[str] | None) -> list[str]:
+    """The columns that make a ticket's text: those named (comma lists allowed), else the export's defaults."""
     if text_columns:
         names = [part.strip() for item in text_columns for part in str(item).split(",") if part.strip()]
-        return [resolve_column(frame, name, "--text-column") for name in names]
+        return [resolve_column(table, name, "--text-column") for name in names]
     for choices in (DEFAULT_TEXT, FALLBACK_TEXT):
-        found = [c for c in choices if c in frame.columns]
+        found = [c for c in choices if c in table.frame.columns]
         if found:
             return found[:2] if choices is DEFAULT_TEXT else found[:1]
-    columns = ", ".join(frame.attrs["headers"].values())
-    raise UserError(f"{frame.attrs['source']}: no short_description, description or text column; "
+    columns = ", ".join(table.headers.values())
+    raise UserError(f"{table.source}: no short_description, description or text column; "
                     f"name the text with --text-column (columns: {columns})")
 
 
@@ -285,23 +339,23 @@ def _rows_text(rows: Sequence[Any], limit: int = 5) -> str:
 
 
 def read_tickets(path: str | Path, text_columns: Sequence[str] | None = None, group_by: str | None = None,
-                 mask_pii: bool = False) -> pd.DataFrame:
-    """Tickets from an export: columns `row`, `text`, `group`, then every source column under its field name.
+                 mask_pii: bool = False) -> TicketTable:
+    """Tickets from an export: a frame of `row`, `text`, `group`, then every source column under its field name.
 
     `text_columns` (default: short_description then description) make the text. `group_by` (default
     `problem_id` when the export has it) decides which tickets are similar; grouping by `problem_id` or
     `parent_incident` also joins tickets linked through either. Rows without text (or, for other group
-    fields, without a group) are skipped and counted in `frame.attrs["notes"]`.
+    fields, without a group) are skipped and counted in the table's `notes`.
     """
-    table = read_table(path)
-    source, kind = table.attrs["source"], table.attrs["kind"]
-    texts = text_columns_of(table, text_columns)
+    raw = read_table(path)
+    source, kind, table = raw.source, raw.kind, raw.frame
+    texts = text_columns_of(raw, text_columns)
     if group_by is None:
         group_by = next((f for f in LINK_FIELDS if f in table.columns), None)
         if group_by is None:
             raise UserError(f"{source}: no problem_id or parent_incident column to group by; say which column holds "
-                            f"the group with --group-by (columns: {', '.join(table.attrs['headers'].values())})")
-    group_field = resolve_column(table, group_by, "--group-by")
+                            f"the group with --group-by (columns: {', '.join(raw.headers.values())})")
+    group_field = resolve_column(raw, group_by, "--group-by")
     linked = group_field in LINK_FIELDS
     frame = table.copy()
     frame["text"] = [build_text(parts) for parts in zip(*(table[c] for c in texts))]
@@ -327,7 +381,6 @@ def read_tickets(path: str | Path, text_columns: Sequence[str] | None = None, gr
         notes.append(f"--mask-pii: personal data masked in {int((masked != frame['text']).sum())} of {len(frame)} texts")
         frame = frame.assign(text=masked)
     frame = frame[list(BUILT) + [c for c in frame.columns if c not in BUILT]].reset_index(drop=True)
-    frame.attrs = {"source": source, "notes": notes, "text_columns": texts, "group_by": group_field,
-                   "linked_through": [f for f in LINK_FIELDS if f in table.columns] if linked else [],
-                   "rows_read": int(len(table))}
-    return frame
+    return TicketTable(frame, source=source, text_columns=texts, group_by=group_field,
+                       linked_through=[f for f in LINK_FIELDS if f in table.columns] if linked else [],
+                       rows_read=int(len(table)), notes=notes, headers=raw.headers)

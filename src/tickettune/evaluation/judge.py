@@ -304,7 +304,7 @@ def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str 
     if tickets is not None:
         from tickettune.data.tickets import read_tickets
 
-        table = read_tickets(tickets, text_columns, group_by)[["text", "group"]]
+        table = read_tickets(tickets, text_columns, group_by).frame[["text", "group"]]
     from tickettune.evaluation.probes import read_probes
 
     sets = test_sets_from(pairs, table, read_probes(probes, probe_groups))

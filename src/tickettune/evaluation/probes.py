@@ -62,7 +62,7 @@ def read_probes(paths: Sequence[str | Path] | None, group_columns: Sequence[str]
         name = Path(path).name.split(".")[0]
         if name in probes:
             raise UserError(f"two --probe files are named {name!r}; rename one (probes are reported by file name)")
-        table = read_tickets(path, text_columns, column)[["text", "group"]].reset_index(drop=True)
+        table = read_tickets(path, text_columns, column).frame[["text", "group"]].reset_index(drop=True)
         check_retrieval_tickets(table["group"], f"probe {path}")
         probes[name] = table
     return probes

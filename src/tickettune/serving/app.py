@@ -188,7 +188,7 @@ class Engine:
             # each other stalls as torch's do.
             torch.set_num_threads(settings.threads)
             threadpool_limits(settings.threads)
-        tickets = read_ticket_file(Path(settings.tickets), settings.text_column)
+        tickets = read_ticket_file(Path(settings.tickets), settings.text_column).frame
         # Loaded before the index, so that an ONNX file this CPU cannot run fails in moments.
         encoder = Encoder.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file,
                              threads=settings.threads).load()
@@ -576,12 +576,13 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
 
     from tickettune.data.tickets import resolve_column
 
-    frame = read_ticket_file(Path(settings.tickets), settings.text_column)
-    for note in frame.attrs["notes"]:
+    table = read_ticket_file(Path(settings.tickets), settings.text_column)
+    for note in table.notes:
         say(note)
+    frame = table.frame
     choice = EncoderChoice.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file)
     if settings.group_column:
-        settings.group_column = resolve_column(frame, settings.group_column, "--group-column")
+        settings.group_column = resolve_column(table, settings.group_column, "--group-column")
     else:
         # Without one in the file, tickets posted later may still bring an assignment group.
         settings.group_column = next((c for c in GROUP_COLUMNS if c in frame.columns), GROUP_COLUMNS[0])

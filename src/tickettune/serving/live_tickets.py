@@ -197,12 +197,12 @@ class LiveTickets:
         wanted = self.text_column or "short_description, description or text"
         text_columns: dict[tuple, Optional[list[str]]] = {}
         found: dict[str, dict] = {}
-        for i, row in zip(table.index, table.to_dict("records")):
+        for i, row in zip(table.frame.index, table.frame.to_dict("records")):
             fields = {c: v for c, v in row.items() if v != ""}
             layout = tuple(fields)
             if layout not in text_columns:
                 try:
-                    text_columns[layout] = text_columns_of(table[list(layout)], [self.text_column]
+                    text_columns[layout] = text_columns_of(table.columns(layout), [self.text_column]
                                                            if self.text_column else None)
                 except UserError:
                     text_columns[layout] = None

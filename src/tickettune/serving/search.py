@@ -15,6 +15,7 @@ import pandas as pd
 
 from tickettune.core.errors import UserError
 from tickettune.core.models import model_threshold
+from tickettune.data.tickets import TicketTable
 from tickettune.evaluation.calibration import Calibration
 from tickettune.serving.index import IndexCache
 
@@ -32,35 +33,25 @@ def check_tickets(tickets: pd.DataFrame) -> pd.DataFrame:
     return tickets
 
 
-def read_ticket_file(path: Path, text_column: Optional[str] = None) -> pd.DataFrame:
+def read_ticket_file(path: Path, text_column: Optional[str] = None) -> TicketTable:
     """Tickets of any export `tickets.read_table` reads, with `text` made as for training; no group is needed.
 
-    Rows without text are left out (they cannot be similar to anything); `attrs["notes"]` says how many.
+    Rows without text are left out (they cannot be similar to anything); the table's `notes` say how many.
     """
-    from tickettune.data.tickets import read_table
+    from tickettune.data.tickets import build_text, read_table, text_columns_of
 
-    frame = with_text(read_table(path), text_column)
+    raw = read_table(path)
+    columns = text_columns_of(raw, [text_column] if text_column else None)
+    text = pd.Series([build_text(parts) for parts in zip(*(raw.frame[c] for c in columns))], index=raw.frame.index,
+                     dtype=object)
+    frame = raw.frame.drop(columns=["text"], errors="ignore").assign(text=text)
     empty = frame["text"] == ""
-    columns = frame.attrs["text_columns"]
     frame = frame[~empty].reset_index(drop=True)
     if frame.empty:
         raise UserError(f"{path}: no ticket has text in {', '.join(columns)}; choose the text with --text-column")
-    frame.attrs["notes"] = [f"{path}: left out {int(empty.sum())} tickets without text"] if empty.any() else []
-    return frame
-
-
-def with_text(table: pd.DataFrame, text_column: Optional[str] = None) -> pd.DataFrame:
-    """A `tickets.read_table`-style table with its `text` made as for training (empty where the ticket has none).
-
-    `attrs["text_columns"]` names the columns the text came from.
-    """
-    from tickettune.data.tickets import build_text, text_columns_of
-
-    columns = text_columns_of(table, [text_column] if text_column else None)
-    text = pd.Series([build_text(parts) for parts in zip(*(table[c] for c in columns))], index=table.index, dtype=object)
-    frame = table.drop(columns=["text"], errors="ignore").assign(text=text)
-    frame.attrs["text_columns"] = columns
-    return frame
+    notes = [f"{path}: left out {int(empty.sum())} tickets without text"] if empty.any() else []
+    return TicketTable(frame, source=str(path), text_columns=columns, rows_read=len(raw.frame), notes=notes,
+                       headers=raw.headers)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import yaml
 from pydantic import (
@@ -15,24 +15,33 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from tickettune.core.errors import UserError
 from tickettune.core.models import DEFAULT_MODEL
+from tickettune.training.loss_registry import loss_spec, names
 
-HYBRID_PAIR_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
-PAIR_TRAINING_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive", "mnrl", "triplet", "hybrid")
-# Losses that train on tickets and their groups instead of pairs (see groups.py).
-GROUP_LOSSES = ("batch_all_triplet", "batch_hard_triplet", "batch_semi_hard_triplet", "batch_hard_soft_margin_triplet",
-                "group_mnrl", "group_gist")
-LOSSES = PAIR_TRAINING_LOSSES + GROUP_LOSSES
-PAIR_EVAL_METRICS = ("spearman", "roc_auc", "average_precision")
-RETRIEVAL_EVAL_METRICS = ("precision@10", "mrr@10", "ndcg@10", "map@100", "recall@10")
-SCHEDULERS = ("constant_with_warmup", "linear", "warmup_cosine")
-PHASE_MODES = ("keep", "single", "difficulty")  # what `train --phases` does with the train pairs' phases
+# Each set of choices is one Literal type: mypy checks the code against it and pydantic checks the input.
+PairEvalMetric = Literal["spearman", "roc_auc", "average_precision"]
+RetrievalEvalMetric = Literal["precision@10", "mrr@10", "ndcg@10", "map@100", "recall@10"]
+Scheduler = Literal["constant_with_warmup", "linear", "warmup_cosine"]
 # What `train` tunes: the encoder's weights (LoRA or full), or a linear head on its frozen, cached vectors (head.py).
-STAGES = ("encoder", "head")
-LABEL_KINDS = ("auto", "coarse", "problem")  # what the groups are evidence of (head.py)
+Stage = Literal["encoder", "head"]
+LabelKind = Literal["auto", "coarse", "problem"]  # what the groups are evidence of (head.py)
+PAIR_EVAL_METRICS: tuple[str, ...] = get_args(PairEvalMetric)
+RETRIEVAL_EVAL_METRICS: tuple[str, ...] = get_args(RetrievalEvalMetric)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+STAGES: tuple[str, ...] = get_args(Stage)
+LABEL_KINDS: tuple[str, ...] = get_args(LabelKind)
+PHASE_MODES = ("keep", "single", "difficulty")  # what `train --phases` does with the train pairs' phases
 
+
+def _choice(value: str, choices: tuple[str, ...]) -> str:
+    """A registry-backed choice, refused as pydantic refuses a Literal (so _describe_error words both alike)."""
+    if value not in choices:
+        expected = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return value
 
 class TrainConfig(BaseModel):
     """Every knob of the user's notebook, plus the few tickettune adds. Field docs are shown by `tickettune presets`."""
@@ -52,26 +61,27 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps (ignored when warmup_ratio is set)")
     warmup_ratio: Optional[float] = Field(None, ge=0, lt=1, description="warmup as a share of all steps")
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay")
-    scheduler: Literal[SCHEDULERS] = Field(
+    scheduler: Scheduler = Field(
         "constant_with_warmup", description="learning-rate shape after warmup")
     schedule_per_phase: bool = Field(False, description="restart warmup and decay at each phase, as repeated fit() calls did")
     curriculum: bool = Field(True, description="train phases in order easy->hard (false: all shuffled together)")
     seed: int = Field(42, ge=0, description="seed for shuffling, splits and initialisation")
     phase_epochs: list[float] = Field([2, 2, 2], description="epochs per curriculum phase (easy, medium, hard)")
-    loss: Literal[LOSSES] = Field(
-        "cosine", description="training loss; batch_*_triplet, group_mnrl and group_gist train on tickets and their groups")
+    loss: str = Field("cosine", description="training loss (`tickettune presets` lists them); batch_*_triplet, "
+                      "group_mnrl and group_gist train on tickets and their groups",
+                      json_schema_extra={"enum": list(names())})
     groups_per_batch: int = Field(8, ge=2, le=4096, description="group losses: groups in each batch (batch_size tickets "
                                                                  "in all, batch_size / groups_per_batch of each)")
     max_train_tickets: Optional[int] = Field(None, ge=4, description="group losses: train tickets used (a seeded sample); "
                                                                      "all when unset. One epoch sees each once")
     hybrid_mnrl_weight: float = Field(0.5, ge=0, le=1, description="hybrid loss: weight of MNRL (the pair loss gets 1 - this)")
-    hybrid_pair_loss: Literal[HYBRID_PAIR_LOSSES] = Field(
-        "cosent", description="hybrid loss: the pair loss mixed with MNRL")
+    hybrid_pair_loss: str = Field("cosent", description="hybrid loss: the pair loss mixed with MNRL",
+                                  json_schema_extra={"enum": list(names(kind="pair"))})
     margin: Optional[float] = Field(None, gt=0, description="margin of contrastive/triplet losses (library default when unset)")
-    stage: Literal[STAGES] = Field("encoder", description="what trains: the encoder (LoRA or full fine-tuning) or a "
+    stage: Stage = Field("encoder", description="what trains: the encoder (LoRA or full fine-tuning) or a "
                                    "linear head on its frozen vectors, cached on disk (every train ticket for one "
                                    "encoding pass)")
-    label_kind: Literal[LABEL_KINDS] = Field("auto", description="head stage: groups are coarse (topic, category: "
+    label_kind: LabelKind = Field("auto", description="head stage: groups are coarse (topic, category: "
                                              "evidence of difference only) or problem links (problem_id, duplicates: "
                                              "evidence of sameness); auto: problem for 30+ small groups")
     head_epochs: int = Field(20, ge=1, le=1000, description="head stage: epochs over the train tickets' vectors")
@@ -82,7 +92,7 @@ class TrainConfig(BaseModel):
     head_keep_weight: float = Field(1.0, ge=0, le=100, description="head stage: weight of keeping the untuned "
                                                                     "encoder's cosines where the labels say nothing")
     head_temperature: float = Field(0.1, gt=0, le=1, description="head stage, problem links: InfoNCE temperature")
-    head_eval_metric: Literal[("auto",) + PAIR_EVAL_METRICS + RETRIEVAL_EVAL_METRICS] = Field(
+    head_eval_metric: Literal["auto", PairEvalMetric, RetrievalEvalMetric] = Field(
         "auto", description="head stage: eval metric that keeps the best epoch and update scale; auto: mrr@10 for "
                             "problem links (a duplicate first), precision@10 for coarse groups")
     budget_minutes: Optional[float] = Field(None, gt=0, le=100000, description="head stage: minutes the run may take "
@@ -92,7 +102,7 @@ class TrainConfig(BaseModel):
                                         "(default $TICKETTUNE_VECTOR_CACHE or ~/.cache/tickettune/vectors)")
     eval_steps: Optional[int] = Field(None, ge=1, description="evaluate every N steps (always at the end of each phase)")
     eval_subset: Optional[int] = Field(None, ge=1, description="eval pairs used during training; all when unset")
-    eval_metric: Literal[PAIR_EVAL_METRICS + RETRIEVAL_EVAL_METRICS] = Field(
+    eval_metric: Literal[PairEvalMetric, RetrievalEvalMetric] = Field(
         "spearman", description="metric that picks the best checkpoint (retrieval metrics need eval tickets)")
     eval_tickets: Optional[int] = Field(2000, ge=4, description="eval tickets searched during training (a seeded "
                                                                 "sample); all when unset")
@@ -117,6 +127,16 @@ class TrainConfig(BaseModel):
     train_file: Optional[str] = Field(None, description="pre-generated train pairs (instead of pairs_dir)")
     eval_file: Optional[str] = Field(None, description="pre-generated eval pairs")
     test_file: Optional[str] = Field(None, description="pre-generated test pairs")
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, value: str) -> str:
+        return _choice(value, names())
+
+    @field_validator("hybrid_pair_loss")
+    @classmethod
+    def _hybrid_pair_loss(cls, value: str) -> str:
+        return _choice(value, names(kind="pair"))
 
     @field_validator("phase_epochs")
     @classmethod
@@ -145,9 +165,10 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
-        if self.loss in ("mnrl", "hybrid") + GROUP_LOSSES and self.batch_size < 2:
+        loss = loss_spec(self.loss)
+        if loss.in_batch_negatives and self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 for losses with in-batch negatives (mnrl, hybrid, group losses)")
-        if self.loss in GROUP_LOSSES[:4] and self.batch_size < 2 * self.groups_per_batch:
+        if loss.kind == "group_triplet" and self.batch_size < 2 * self.groups_per_batch:
             raise ValueError(f"batch_size ({self.batch_size}) must hold at least 2 tickets of each of the "
                              f"groups_per_batch ({self.groups_per_batch}) groups")
         if self.duplicate_precision < self.related_precision:
@@ -162,7 +183,7 @@ FIELDS = tuple(TrainConfig.model_fields)
 def trains_on_tickets(config: TrainConfig) -> bool:
     """Whether a run learns from labelled tickets (the head stage, group losses) rather than from pairs: then no
     model-scored curriculum pairs are needed and their difficulty can be lexical."""
-    return config.stage == "head" or config.loss in GROUP_LOSSES
+    return config.stage == "head" or loss_spec(config.loss).trains_on == "tickets"
 
 # The seed notebook's recipes, with the values its guide gave. `recommended` is what
 # benchmarks/recipes.py measured to win (see README "Which recipe wins").

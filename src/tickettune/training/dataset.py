@@ -109,10 +109,10 @@ def pairs_from_tickets(path: str | Path, group_by: str | None, text_columns: lis
     from tickettune.data.pairs import PairOptions, build_pairs
     from tickettune.data.tickets import read_tickets
 
-    frame = read_tickets(path, text_columns, group_by, mask_pii=config.mask_pii)
+    table = read_tickets(path, text_columns, group_by, mask_pii=config.mask_pii)
     options = PairOptions(seed=config.seed, model=config.model_name,
                           difficulty="tfidf" if trains_on_tickets(config) else "model")
-    pairset = build_pairs(frame, options)
+    pairset = build_pairs(table, options)
     return from_pairset(pairset, str(path)), pairset
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from tickettune.core.errors import UserError
 from tickettune.data.pairs_io import PHASES, read_pairs
-from tickettune.training.config import GROUP_LOSSES
+from tickettune.training.loss_registry import loss_spec
 
 HELD_OUT = 0.2
 MIN_HELD_OUT_QUERIES = 5  # fewer queries than this on the held-out side judge nothing: all feedback trains
@@ -52,7 +52,7 @@ def split_feedback(feedback: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.
 def add_feedback(pairs, path: Path, *, seed: int, loss: str):
     """TrainingPairs with the feedback's train share among the train pairs and its held-out share as the
     `feedback` test set; and a line saying what was used."""
-    if loss in GROUP_LOSSES:
+    if loss_spec(loss).trains_on == "tickets":
         raise UserError(f"--feedback adds labelled pairs, and loss {loss} trains on tickets and their groups; train "
                         "with a pair loss (e.g. --set loss=cosine) to learn from feedback")
     feedback = read_feedback(path)

@@ -1,4 +1,5 @@
-"""Training losses on sentence-transformers' own classes, and the dataset columns each one reads.
+"""Training losses: the sentence-transformers class each entry of `loss_registry.LOSSES` names, built with the
+knobs it reads, and the dataset rows each one trains on.
 
 Pair losses (cosine, cosent, angle, contrastive, online_contrastive) read (text1, text2, label).
 Group losses (batch_*_triplet, group_mnrl, group_gist) read tickets and their groups (groups.py).
@@ -18,29 +19,32 @@ from torch import nn
 
 from tickettune.core.errors import UserError
 from tickettune.core.similarity import SIMILAR
-from tickettune.training.config import GROUP_LOSSES, TrainConfig
+from tickettune.training.config import TrainConfig
+from tickettune.training.loss_registry import LossSpec, loss_spec
 
-PAIR_LOSSES = ("cosine", "cosent", "angle", "contrastive", "online_contrastive")
-# Losses that treat the other rows of a batch as negatives: a repeated text would be a false negative.
-IN_BATCH_NEGATIVES = ("mnrl", "triplet", "hybrid")
-BINARY_LABELS = ("contrastive", "online_contrastive")
+# Group triplet losses measure cosine distance: embeddings of these models are unit length, so the library's
+# Euclidean default (margin 5) could never be met and every triplet would pull at full strength forever.
+GROUP_TRIPLET_MARGIN = 0.2
 
 
-def pair_loss(name: str, model, margin: float | None = None) -> nn.Module:
-    """One of PAIR_LOSSES as a sentence-transformers loss over (text1, text2, label)."""
+def library_loss(spec: LossSpec, model, margin: float | None = None, guide=None) -> nn.Module:
+    """The sentence-transformers loss `spec` names, on `model`; `margin` (None: the library's default, or for group
+    triplets GROUP_TRIPLET_MARGIN) goes to the class's own margin keyword."""
     from sentence_transformers.sentence_transformer import losses
 
-    margin_kw = {} if margin is None else {"margin": margin}
-    builders = {
-        "cosine": lambda: losses.CosineSimilarityLoss(model),
-        "cosent": lambda: losses.CoSENTLoss(model),
-        "angle": lambda: losses.AnglELoss(model),
-        "contrastive": lambda: losses.ContrastiveLoss(model, **margin_kw),
-        "online_contrastive": lambda: losses.OnlineContrastiveLoss(model, **margin_kw),
-    }
-    if name not in builders:
-        raise UserError(f"unknown pair loss '{name}'; choose one of {', '.join(PAIR_LOSSES)}")
-    return builders[name]()
+    kwargs: dict[str, Any] = {}
+    if spec.kind == "group_triplet":
+        from sentence_transformers.sentence_transformer.losses.batch_hard_triplet import (
+            BatchHardTripletLossDistanceFunction as Distance,
+        )
+
+        kwargs["distance_metric"] = Distance.cosine_distance
+        margin = GROUP_TRIPLET_MARGIN if margin is None else margin
+    if spec.margin_keyword and margin is not None:
+        kwargs[spec.margin_keyword] = margin
+    if spec.needs_guide:
+        return getattr(losses, spec.library_class)(model, guide, **kwargs)
+    return getattr(losses, spec.library_class)(model, **kwargs)
 
 
 class HybridLoss(nn.Module):
@@ -79,62 +83,26 @@ class HybridLoss(nn.Module):
         return {"mnrl_weight": self.mnrl_weight, "pair_loss": type(self.pair).__name__}
 
 
-# Group triplet losses measure cosine distance: embeddings of these models are unit length, so the library's
-# Euclidean default (margin 5) could never be met and every triplet would pull at full strength forever.
-GROUP_TRIPLET_MARGIN = 0.2
-ONE_PER_GROUP = ("group_mnrl", "group_gist")
-
-
-def group_loss(config: TrainConfig, model, guide=None) -> nn.Module:
-    """One of GROUP_LOSSES over group batches (groups.py): (text, label) rows for the batch_*_triplet losses,
-    (anchor, positive) rows, one per group, for group_mnrl and group_gist (which needs the untuned `guide`).
-
-        >>> from tickettune.training.config import make_config
-        >>> loss = group_loss(make_config({"loss": "batch_all_triplet"}), model)   # doctest: +SKIP
-        >>> loss([model.tokenize(texts)], torch.tensor(group_codes))              # doctest: +SKIP
-    """
-    from sentence_transformers.sentence_transformer import losses
-    from sentence_transformers.sentence_transformer.losses.batch_hard_triplet import (
-        BatchHardTripletLossDistanceFunction as Distance,
-    )
-
-    margin = GROUP_TRIPLET_MARGIN if config.margin is None else config.margin
-    triplet = {"distance_metric": Distance.cosine_distance}
-    builders = {
-        "batch_all_triplet": lambda: losses.BatchAllTripletLoss(model, margin=margin, **triplet),
-        "batch_hard_triplet": lambda: losses.BatchHardTripletLoss(model, margin=margin, **triplet),
-        "batch_semi_hard_triplet": lambda: losses.BatchSemiHardTripletLoss(model, margin=margin, **triplet),
-        "batch_hard_soft_margin_triplet": lambda: losses.BatchHardSoftMarginTripletLoss(model, **triplet),
-        "group_mnrl": lambda: losses.MultipleNegativesRankingLoss(model),
-        "group_gist": lambda: losses.GISTEmbedLoss(model, guide),
-    }
-    if config.loss not in builders:
-        raise UserError(f"'{config.loss}' is not a group loss; choose one of {', '.join(GROUP_LOSSES)}")
-    return builders[config.loss]()
-
-
 def build_loss(config: TrainConfig, model, guide=None) -> nn.Module:
     """The loss module named by config.loss (`guide`: the untuned model, for group_gist).
 
-    Under several processes MNRL takes its in-batch negatives from its own process's batch
-    (batch_size per process), as sentence-transformers does by default.
+    Group losses train on group batches (groups.py): (text, label) rows for the batch_*_triplet losses,
+    (anchor, positive) rows, one per group, for group_mnrl and group_gist. Under several processes MNRL takes
+    its in-batch negatives from its own process's batch (batch_size per process), as sentence-transformers does
+    by default.
+
+        >>> from tickettune.training.config import make_config
+        >>> loss = build_loss(make_config({"loss": "batch_all_triplet"}), model)   # doctest: +SKIP
+        >>> loss([model.tokenize(texts)], torch.tensor(group_codes))              # doctest: +SKIP
     """
     from sentence_transformers.sentence_transformer import losses
 
-    if config.loss in GROUP_LOSSES:
-        return group_loss(config, model, guide)
-    if config.loss in PAIR_LOSSES:
-        return pair_loss(config.loss, model, config.margin)
-    if config.loss == "mnrl":
-        return losses.MultipleNegativesRankingLoss(model)
-    if config.loss == "triplet":
-        kw = {} if config.margin is None else {"triplet_margin": config.margin}
-        return losses.TripletLoss(model, **kw)
-    if config.loss == "hybrid":
-        return HybridLoss(model, pair_loss(config.hybrid_pair_loss, model, config.margin),
-                          losses.MultipleNegativesRankingLoss(model),
-                          config.hybrid_mnrl_weight, config.hybrid_pair_loss in BINARY_LABELS)
-    raise UserError(f"unknown loss '{config.loss}'; choose one of {', '.join(PAIR_LOSSES + IN_BATCH_NEGATIVES)}")
+    spec = loss_spec(config.loss)
+    if spec.kind == "hybrid":
+        pair = loss_spec(config.hybrid_pair_loss)
+        return HybridLoss(model, library_loss(pair, model, config.margin), losses.MultipleNegativesRankingLoss(model),
+                          config.hybrid_mnrl_weight, pair.binary_labels)
+    return library_loss(spec, model, config.margin, guide)
 
 
 def _dissimilar_partners(pairs: pd.DataFrame) -> dict[str, list[str]]:
@@ -174,9 +142,12 @@ def loss_columns(pairs: pd.DataFrame, config: TrainConfig) -> tuple[pd.DataFrame
 
     Returns the frame (with `phase` kept for planning) and the column names the loss reads, in order.
     """
-    if config.loss in PAIR_LOSSES or config.loss == "hybrid":
+    spec = loss_spec(config.loss)
+    if spec.trains_on == "tickets":
+        raise UserError(f"loss '{config.loss}' trains on tickets and their groups, not pairs; see groups.py")
+    if spec.kind in ("pair", "hybrid"):
         frame = pairs[["text1", "text2", "label", "phase"]].copy()
-        if config.loss in BINARY_LABELS:
+        if spec.binary_labels:
             frame["label"] = (frame["label"] >= SIMILAR).astype(float)
         return frame.reset_index(drop=True), ["text1", "text2", "label"]
     rows = triplet_rows(pairs, config.seed)

@@ -46,7 +46,7 @@ from tickettune.data.pairs_io import PHASES
 from tickettune.evaluation.judge import judge
 from tickettune.evaluation.report import fmt
 from tickettune.training.checkpoints import RUN_FILE, prepare_workdir, run_fingerprint
-from tickettune.training.config import GROUP_LOSSES, TrainConfig
+from tickettune.training.config import TrainConfig
 from tickettune.training.dataset import (
     TrainingPairs,
     assign_phases,
@@ -58,9 +58,8 @@ from tickettune.training.dataset import (
 from tickettune.training.feedback_pairs import add_feedback
 from tickettune.training.groups import HARD_SHARE, GroupPool, plan_group_batches
 from tickettune.training.lora import add_lora, parameter_counts
+from tickettune.training.loss_registry import loss_spec
 from tickettune.training.losses import (
-    IN_BATCH_NEGATIVES,
-    ONE_PER_GROUP,
     build_loss,
     loss_columns,
 )
@@ -109,7 +108,7 @@ def plan_rows(frame: pd.DataFrame, columns: list[str], epochs: dict[str, float],
     """The batches of pair rows for every phase (schedule.plan_batches), length-grouped when configured."""
     rows = {name: np.flatnonzero(frame["phase"].to_numpy() == name) for name in epochs}
     texts = None
-    if config.loss in IN_BATCH_NEGATIVES:
+    if loss_spec(config.loss).distinct_texts_per_batch:
         text_columns = [c for c in columns if c != "label"]
         texts = [tuple(row) for row in frame[text_columns].itertuples(index=False)]
     lengths = row_lengths(model, frame, columns, config.max_seq_length) if config.length_grouped_batches else None
@@ -154,7 +153,7 @@ def _group_rows(config: TrainConfig, pairs: TrainingPairs, model, world_size: in
     hard = any(HARD_SHARE[name] > 0 and e > 0 for name, e in epochs.items())
     if hard:  # the untuned model's view of the pool, to draw confusable tickets together
         pool.vectors = model.encode(list(pool.text), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    one_per_group = config.loss in ONE_PER_GROUP
+    one_per_group = loss_spec(config.loss).kind == "group_pairs"
     frame, plan = plan_group_batches(pool, epochs, config.batch_size, config.groups_per_batch, one_per_group,
                                      config.seed, config.curriculum, world_size, config.gradient_accumulation_steps)
     return frame, (["anchor", "positive"] if one_per_group else ["text", "label"]), plan
@@ -170,7 +169,7 @@ def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str, world_si
                               config.eval_metric, config.threshold_cv_folds, config.seed, eval_tickets(pairs, config),
                               config.retrieval_queries)
     evaluator.check()
-    if config.loss in GROUP_LOSSES:
+    if loss_spec(config.loss).trains_on == "tickets":
         frame, columns, plan = _group_rows(config, pairs, model, world_size)
         return PreparedRun(model, pairs.train, evaluator, frame, columns, plan)
     train_pairs = assign_phases(pairs.train, phases, model, config.seed)
@@ -213,7 +212,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
           on_evaluate: Callable[[int, dict[str, float]], bool] | None = None) -> TrainResult:
     """Train config.model_name on the curriculum phases and write OUT (see the module docstring).
 
-    Takes labelled tickets (group losses: config.loss in GROUP_LOSSES, from pairs.tickets["train"]) or pairs
+    Takes labelled tickets (group losses: the registry's `tickets` losses, from pairs.tickets["train"]) or pairs
     (the other losses); returns a TrainResult whose `metrics` compare tuned and untuned on each held-out set.
 
         >>> from tickettune.training.config import resolve_config
@@ -307,7 +306,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     if rank != 0:
         return TrainResult(out, {}, log, config)
     # The report's per-phase statistics need the phases training used, also when they were assigned here.
-    trained = frame if config.loss in GROUP_LOSSES else run.train_pairs
+    trained = frame if loss_spec(config.loss).trains_on == "tickets" else run.train_pairs
     return _write_outputs(model, config, replace(pairs, train=run.train_pairs), trained, log, out, overwrite, merge, show)
 
 
@@ -346,7 +345,8 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
               f"{'LoRA r=' + str(config.lora_r) if config.use_lora else 'full fine-tuning'}, epochs "
               + "/".join(f"{e:g}" for e in config.phase_epochs))
     return write_run(RunOutputs(config, pairs, sets, metrics, scores, log, recipe,
-                                trained if config.loss in GROUP_LOSSES else pairs.train, calibration=calibration),
+                                trained if loss_spec(config.loss).trains_on == "tickets" else pairs.train,
+                                calibration=calibration),
                      save, out, overwrite)
 
 
