@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= offline,dev,search,sweep,onnx,serve
 
-.PHONY: demo test install browser clean
+.PHONY: demo test lint install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,7 +21,13 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/tickettune demo -o demo-out --overwrite
 
-test: $(VENV)/.installed
+# The architecture and style rules (pyproject.toml): layers and private names (import-linter), ruff, mypy.
+lint: $(VENV)/.installed
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q tests
 
 # A headless Chromium for the serve page's browser test (skipped without one): playwright's own download,

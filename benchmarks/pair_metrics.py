@@ -31,12 +31,7 @@ from tickettune.evaluation import judge as evaluate  # noqa: E402
 
 def sklearn_pieces() -> dict:
     """scikit-learn versions of the three counted functions, same signatures and answers."""
-    from sklearn.metrics import (
-        accuracy_score,
-        precision_recall_curve,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
+    from sklearn.metrics import accuracy_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 
     def best_f1_threshold(y, scores):
         if not np.asarray(y).any():

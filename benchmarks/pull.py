@@ -35,11 +35,7 @@ from tickettune.serving.search import read_ticket_file
 from tickettune.serving.sync import Syncer
 from tickettune.sources.pull import OVERLAP_SECONDS, Source, pull
 from tickettune.sources.servicenow import Credentials, TableClient
-from tickettune.sources.servicenow_standin import (
-    Instance,
-    StandinServer,
-    make_incidents,
-)
+from tickettune.sources.servicenow_standin import Instance, StandinServer, make_incidents
 
 USER, PASSWORD = "bench", "bench-pw"
 DIM = 384

@@ -45,7 +45,7 @@ from tickettune.evaluation.judge import paired_bootstrap_ci, roc_auc_of, spearma
 from tickettune.evaluation.probes import is_probe, probe_name, read_probes  # noqa: E402
 from tickettune.evaluation.retrieval import mean_difference_ci  # noqa: E402
 from tickettune.training.config import resolve_config  # noqa: E402
-from tickettune.training.dataset import TrainingPairs, from_pairset  # noqa: E402
+from tickettune.training.dataset import TrainingData, from_pairset  # noqa: E402
 from tickettune.training.run import train  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -104,12 +104,12 @@ PAIR_EPOCHS = 3.0
 MAX_SEQ = 128
 
 
-def dataset_pairs(name: str, seed: int) -> TrainingPairs:
+def dataset_pairs(name: str, seed: int) -> TrainingData:
     """The same split, tickets and pairs for every recipe of a dataset."""
     if name == "sts":
         folder = SHARED / "stsbenchmark"
         train_pairs = read_pairs(folder / "sts-train.csv").sample(frac=1.0, random_state=seed).reset_index(drop=True)
-        return TrainingPairs(train_pairs,
+        return TrainingData(train_pairs,
                              # sts-dev is ordered by genre: its head is easy captions, so draw at random.
                              read_pairs(folder / "sts-dev.csv").sample(frac=1.0, random_state=seed).head(500)
                              .reset_index(drop=True), read_pairs(folder / "sts-test.csv"), "STS Benchmark")
@@ -132,7 +132,7 @@ def dataset_pairs(name: str, seed: int) -> TrainingPairs:
     return replace(from_pairset(pairset, name), probes=probes)
 
 
-def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, seed: int, work: Path, sts_test,
+def run_recipe(recipe: Recipe, pairs: TrainingData, model_name: str, seed: int, work: Path, sts_test,
                extra: tuple[str, ...] = ()) -> dict:
     config = resolve_config(recipe.preset, sets=list(recipe.sets) + list(extra) + [f"seed={seed}"], model_name=model_name)
     # Encoder recipes read MAX_SEQ tokens (a LoRA step's cost grows with them); a head recipe encodes each ticket once
@@ -161,7 +161,7 @@ def run_recipe(recipe: Recipe, pairs: TrainingPairs, model_name: str, seed: int,
 SWEEP_SCALES = (0.25, 0.5, 0.75, 1.0)  # 0 is the untuned model: the baseline row
 
 
-def update_scale_sweep(run: dict, pairs: TrainingPairs, sts_test, seed: int) -> tuple[list[str], list[list[str]]]:
+def update_scale_sweep(run: dict, pairs: TrainingData, sts_test, seed: int) -> tuple[list[str], list[list[str]]]:
     """What each share of the recommended run's learned update costs and buys on the test sets: the saved adapter's
     B matrices rescaled (weights = untuned + s x update), test retrieval, hard pairs and STSb at each scale."""
     import torch
@@ -200,7 +200,7 @@ def update_scale_sweep(run: dict, pairs: TrainingPairs, sts_test, seed: int) -> 
 HEAD_SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # past 1: the same direction pushed further
 
 
-def head_scale_sweep(run: dict, pairs: TrainingPairs, sts_test, seed: int) -> tuple[list[str], list[list[str]]]:
+def head_scale_sweep(run: dict, pairs: TrainingData, sts_test, seed: int) -> tuple[list[str], list[list[str]]]:
     """The trade-off curve of a head run: its learned change (W - I) scaled after the fact by each of HEAD_SCALES,
     judged on the test tickets, the probes and STSb from the run's cached vectors (nothing is encoded again)."""
     from tickettune.core.similarity import encode_texts, pair_cosines
@@ -288,7 +288,7 @@ def rows_for(runs: list[dict], sts_base: float | None, dataset: str) -> tuple[li
     return header, rows
 
 
-def head_to_head(runs: list[dict], pairs: TrainingPairs, seed: int) -> tuple[list[str], list[list[str]]]:
+def head_to_head(runs: list[dict], pairs: TrainingData, seed: int) -> tuple[list[str], list[list[str]]]:
     """The recommended recipe minus each other recipe, query by query and pair by pair (paired bootstrap)."""
     own = next((r for r in runs if r["recipe"] is OWN), None)
     if own is None:

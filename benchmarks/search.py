@@ -23,12 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tickettune.serving.index import (
-    IVF_PROBES,
-    IVF_TRAIN_PER_CELL,
-    VectorIndex,
-    choose_backend,
-)
+from tickettune.serving.index import IVF_PROBES, IVF_TRAIN_PER_CELL, VectorIndex, choose_backend
 
 DIM = 384
 PROBES = (8, 16, 32, 64)  # IVF cells scanned per query; tickettune's default is IVF_PROBES

@@ -82,10 +82,7 @@ def plain_arm(config, pairs, epochs: int) -> dict:
     import torch
     import transformers
     from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     from tickettune.core.models import load_model
     from tickettune.training.lora import add_lora
@@ -126,9 +123,7 @@ def tickettune_arm(config, pairs, out: Path, curriculum: bool) -> dict:
 
 def eval_arm(settings: dict, pairs) -> dict:
     """Score the test pairs with the untuned model: pair_scores vs EmbeddingSimilarityEvaluator, best of N runs each."""
-    from sentence_transformers.sentence_transformer.evaluation import (
-        EmbeddingSimilarityEvaluator,
-    )
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     from tickettune.core.models import load_model
     from tickettune.core.similarity import pair_scores

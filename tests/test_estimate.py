@@ -12,13 +12,7 @@ from tickettune.cli import main
 from tickettune.data.pairs import PairSet, write_pair_dir
 from tickettune.training.config import resolve_config
 from tickettune.training.dataset import load_pairs
-from tickettune.training.estimate import (
-    estimate_run,
-    evaluation_count,
-    spread_steps,
-    step_cost,
-    step_tokens,
-)
+from tickettune.training.estimate import estimate_run, evaluation_count, spread_steps, step_cost, step_tokens
 from tickettune.training.run import train
 from tickettune.training.schedule import Phase, Plan
 

@@ -2,12 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import (
-    accuracy_score,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
+from sklearn.metrics import accuracy_score, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 
 from tickettune.evaluation.judge import (
     best_f1_threshold,

@@ -13,13 +13,8 @@ from tickettune.cli import main
 from tickettune.core.errors import UserError
 from tickettune.data.pairs_io import read_pairs
 from tickettune.serving.feedback import FeedbackStore, Verdict, default_url
-from tickettune.training.dataset import TrainingPairs
-from tickettune.training.feedback_pairs import (
-    add_feedback,
-    feedback_change,
-    read_feedback,
-    split_feedback,
-)
+from tickettune.training.dataset import TrainingData
+from tickettune.training.feedback_pairs import add_feedback, feedback_change, read_feedback, split_feedback
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -92,7 +87,7 @@ def feedback_file(tmp_path, queries: int):
 
 def test_feedback_joins_the_hard_phase_and_a_fifth_of_the_queries_is_held_out(tmp_path):
     train = pd.DataFrame({"text1": ["a", "b"], "text2": ["c", "d"], "label": [1.0, 0.0], "phase": ["easy", "hard"]})
-    pairs = TrainingPairs(train, train, train)
+    pairs = TrainingData(train, train, train)
     added, note = add_feedback(pairs, feedback_file(tmp_path, 30), seed=0, loss="cosine")
     assert len(added.train) == 2 + 48 and set(added.train["phase"].iloc[2:]) == {"hard"}
     assert len(added.feedback) == 12 and not set(added.feedback["text1"]) & set(added.train["text1"])
@@ -111,7 +106,7 @@ def test_feedback_change_reads_rejected_and_confirmed_means():
 
 def test_feedback_needs_a_pair_loss_and_a_file(tmp_path):
     train = pd.DataFrame({"text1": ["a"], "text2": ["c"], "label": [1.0]})
-    pairs = TrainingPairs(train, train, train)
+    pairs = TrainingData(train, train, train)
     with pytest.raises(UserError, match="train with a pair loss"):
         add_feedback(pairs, feedback_file(tmp_path, 3), seed=0, loss="group_mnrl")
     with pytest.raises(UserError, match="file not found; write it with `tickettune feedback export"):

@@ -8,13 +8,7 @@ import pytest
 
 from tickettune.core.errors import UserError
 from tickettune.serving import filters as filters_module
-from tickettune.serving.filters import (
-    ColumnCache,
-    TicketFilter,
-    filter_options,
-    filtered_search,
-    parse_cli_filters,
-)
+from tickettune.serving.filters import ColumnCache, TicketFilter, filter_options, filtered_search, parse_cli_filters
 from tickettune.serving.index import VectorIndex
 
 TICKETS = pd.DataFrame({

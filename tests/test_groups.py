@@ -3,12 +3,7 @@ import pandas as pd
 import pytest
 
 from tickettune.core.errors import UserError
-from tickettune.training.groups import (
-    GroupPool,
-    pair_batch,
-    pk_batch,
-    plan_group_batches,
-)
+from tickettune.training.groups import GroupPool, pair_batch, pk_batch, plan_group_batches
 
 
 def pool(groups=6, per_group=10, dim=4, seed=0):

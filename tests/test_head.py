@@ -9,12 +9,7 @@ import torch
 
 from tickettune.core.errors import UserError
 from tickettune.core.vector_cache import CachedEncoder, VectorCache, encoder_key
-from tickettune.training.budget import (
-    MIN_TRAIN_TICKETS,
-    Throughput,
-    parse_duration,
-    plan_head_budget,
-)
+from tickettune.training.budget import MIN_TRAIN_TICKETS, Throughput, parse_duration, plan_head_budget
 from tickettune.training.head import HeadObjective, LinearHead, fit_head, label_kind
 
 pytestmark = pytest.mark.usefixtures("one_thread")

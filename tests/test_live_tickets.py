@@ -14,15 +14,7 @@ from _postgres import postgres_schema
 from tickettune.core.errors import UserError
 from tickettune.serving.index import VectorIndex
 from tickettune.serving.live_tickets import LiveTickets, model_key
-from tickettune.serving.store import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Store,
-    digest,
-    meta,
-    open_engine,
-    tickets,
-)
+from tickettune.serving.store import MIGRATIONS, SCHEMA_VERSION, Store, digest, meta, open_engine, tickets
 
 DIM = 16
 

@@ -26,11 +26,7 @@ from tickettune.core.errors import UserError  # noqa: E402
 from tickettune.data.tickets import read_tickets  # noqa: E402
 from tickettune.sources.pull import Source, fetch_changes  # noqa: E402
 from tickettune.sources.servicenow import Credentials, TableClient, keyset_query  # noqa: E402
-from tickettune.sources.servicenow_standin import (  # noqa: E402
-    Instance,
-    StandinServer,
-    make_incidents,
-)
+from tickettune.sources.servicenow_standin import Instance, StandinServer, make_incidents  # noqa: E402
 
 USER, PASSWORD = "svc_tickettune", "s3cret-pw"
 

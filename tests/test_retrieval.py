@@ -42,9 +42,7 @@ def test_query_left_out_of_its_own_ranking():
 
 
 def test_matches_information_retrieval_evaluator():
-    from sentence_transformers.sentence_transformer.evaluation import (
-        InformationRetrievalEvaluator,
-    )
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     rng = np.random.default_rng(3)
     corpus_groups = rng.integers(0, 4, 150)

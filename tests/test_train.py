@@ -22,23 +22,11 @@ from tickettune.core.errors import UserError
 from tickettune.core.files import partial_dir
 from tickettune.data.pairs_io import write_pairs
 from tickettune.training.config import SCHEDULERS, resolve_config
-from tickettune.training.dataset import (
-    TrainingPairs,
-    assign_phases,
-    check_leakage,
-    load_pairs,
-    phase_epochs,
-)
+from tickettune.training.dataset import TrainingData, assign_phases, load_pairs, phase_epochs, refuse_test_texts_in_training
 from tickettune.training.lora import add_lora, lora_targets
 from tickettune.training.losses import HybridLoss, loss_columns
 from tickettune.training.run import train
-from tickettune.training.schedule import (
-    HF_SCHEDULER_NAMES,
-    Phase,
-    Plan,
-    plan_batches,
-    plan_scheduler,
-)
+from tickettune.training.schedule import HF_SCHEDULER_NAMES, Phase, Plan, plan_batches, plan_scheduler
 from tickettune.training.trainer import precision_flags, report_targets
 
 TOPICS = {
@@ -323,10 +311,10 @@ def test_phase_rules_and_leakage_guard(tiny_model, pairs_dir, tmp_path):
     assert phase_epochs(no_medium, _config(tiny_model, "phase_epochs=[1,0,3]")) == {"easy": 1, "hard": 3}
     single = assign_phases(pairs.train, "single")
     assert phase_epochs(single, config) == {"all": 2}
-    leaky = TrainingPairs(pairs.train, pairs.eval, pd.concat([pairs.test, pairs.train.head(1)], ignore_index=True))
+    leaky = TrainingData(pairs.train, pairs.eval, pd.concat([pairs.test, pairs.train.head(1)], ignore_index=True))
     with pytest.raises(UserError, match="also appear in the training pairs.*--allow-leakage"):
-        check_leakage(leaky)
-    check_leakage(pairs)
+        refuse_test_texts_in_training(leaky)
+    refuse_test_texts_in_training(pairs)
     shutil.copytree(pairs_dir, tmp_path / "no-test")
     (tmp_path / "no-test" / "test.jsonl").unlink()
     with pytest.raises(UserError, match="has no test set"):

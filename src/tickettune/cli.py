@@ -19,16 +19,11 @@ from rich.table import Table
 try:  # typer >= 0.20 vendors its own click; older versions use click itself
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover
-    from click import exceptions as click_exceptions
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from tickettune.core.errors import UserError
 from tickettune.core.models import DEFAULT_MODEL
-from tickettune.data.pairs import (
-    DIFFICULTY_METHODS,
-    SPLIT_UNITS,
-    TEST_DIFFICULTIES,
-    PairOptions,
-)
+from tickettune.data.pairs import DIFFICULTY_METHODS, SPLIT_UNITS, TEST_DIFFICULTIES, PairOptions
 from tickettune.training.config import PHASE_MODES
 from tickettune.training.loss_registry import LOSSES, names
 
@@ -307,13 +302,7 @@ def pull(
     page_size: int = typer.Option(1000, help="records per request (the Table API allows up to 10,000)"),
 ) -> None:
     """Read incidents from a ServiceNow instance (credentials from SERVICENOW_* variables; see the README)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tickettune.sources.pull import Source
     from tickettune.sources.pull import pull as run_pull
@@ -455,12 +444,7 @@ def pairs(
 ) -> None:
     """Build curriculum pairs from tickets: leakage-free split, balanced labels, easy/medium/hard phases, hard test set."""
     from tickettune.core.files import check_output_dir
-    from tickettune.data.pairs import (
-        PairOptions,
-        build_pairs,
-        summary_tables,
-        write_pair_dir,
-    )
+    from tickettune.data.pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
     from tickettune.data.tickets import read_tickets
 
     options = PairOptions(seed=seed, pairs_per_phase=pairs_per_phase, eval_pairs=eval_pairs, test_pairs=test_pairs,
@@ -596,12 +580,7 @@ def sweep(
     """Search learning rate, epochs, LoRA rank, loss and schedule with Optuna, maximising eval Spearman (or eval_metric)."""
     from tickettune.data.pairs_io import has_train_tickets
     from tickettune.training.config import parse_set, resolve_config
-    from tickettune.training.sweep import (
-        SearchSpace,
-        Sweep,
-        describe,
-        write_best_config,
-    )
+    from tickettune.training.sweep import SearchSpace, Sweep, describe, write_best_config
 
     if best_config is not None and best_config.exists() and not overwrite:
         raise UserError(f"{best_config} already exists; pass --overwrite to replace it or choose another --best-config")
@@ -634,7 +613,7 @@ def _print_results(results: dict, about: str, compared: bool = True) -> None:
         console.print(verdict(results), markup=False)
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
@@ -680,7 +659,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         fix = {errno.ENOSPC: "free disk space and run it again", errno.EDQUOT: "free disk space and run it again",
                errno.EACCES: "fix the permissions or choose another path", errno.EPERM: "fix the permissions or choose "
-               "another path", errno.EROFS: "choose a writable path"}.get(exc.errno, "free disk space or fix permissions")
+               "another path", errno.EROFS: "choose a writable path"}.get(exc.errno or 0, "free disk space or fix permissions")
         err_console.print(f"error: cannot write or read{where}: {exc.strerror or exc}; {fix}", markup=False)
         return 2
     except MemoryError:

@@ -31,12 +31,7 @@ class DemoSize:
 
 def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: DemoSize = DemoSize(), seed: int = 0,
              say=print):
-    from tickettune.data.pairs import (
-        PairOptions,
-        build_pairs,
-        summary_tables,
-        write_pair_dir,
-    )
+    from tickettune.data.pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
     from tickettune.data.sample import generate_sample, write_sample
     from tickettune.data.tickets import read_tickets
     from tickettune.training.dataset import from_pairset

@@ -81,9 +81,10 @@ def pair_difficulty(labels: np.ndarray, similarity: np.ndarray) -> np.ndarray:
     return np.where(labels >= 1, 1 - similarity, np.where(labels <= 0, similarity, np.abs(labels - similarity)))
 
 
-def embed(texts: Sequence[str], method: str = "model", model=DEFAULT_MODEL):
-    """One unit-length row per text: `method` "model" encodes each distinct text once with `model` (a name,
-    a folder or a loaded SentenceTransformer, truncated to DIFFICULTY_MAX_SEQ tokens); "tfidf" needs no model."""
+def text_matrix(texts: Sequence[str], method: str = "model", model=DEFAULT_MODEL):
+    """One unit-length row per text, for `row_similarity`: with `method` "model" a dense array (each distinct text
+    encoded once by `model`, a name, a folder or a loaded SentenceTransformer, truncated to DIFFICULTY_MAX_SEQ
+    tokens); with "tfidf" a sparse TF-IDF matrix, and no model."""
     if method == "tfidf":
         return tfidf_vectors(texts)
     from tickettune.core.models import load_model

@@ -138,13 +138,14 @@ class CachedEncoder:
         texts = list(texts)
         found = self.cache.lookup(texts)
         missing = sorted({t for t, v in zip(texts, found) if v is None})
+        fresh: dict[str, np.ndarray] = {}
         if missing:
             new = self.model.encode(missing, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                                     show_progress_bar=show_progress_bar)
             self.cache.add(missing, new)
             fresh = dict(zip(missing, new))
-            found = [fresh[t] if v is None else v for t, v in zip(texts, found)]
+        vectors = [fresh[t] if v is None else v for t, v in zip(texts, found)]
         self.encoded += len(missing)
         self.reused += len(set(texts)) - len(missing)
         dim = int(self.model.get_embedding_dimension() or 0)
-        return np.stack(found).astype(np.float32) if found else np.zeros((0, dim), np.float32)
+        return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)

@@ -18,13 +18,7 @@ import pandas as pd
 
 from tickettune.core.errors import UserError
 from tickettune.core.models import DEFAULT_MODEL
-from tickettune.core.similarity import (
-    SIMILAR,
-    embed,
-    near_duplicate_scores,
-    pair_difficulty,
-    row_similarity,
-)
+from tickettune.core.similarity import SIMILAR, near_duplicate_scores, pair_difficulty, row_similarity, text_matrix
 from tickettune.core.textio import normalise_text
 from tickettune.data.pairs import PairOptions
 from tickettune.data.pairs_io import PAIR_FILES, PHASES, read_pairs
@@ -137,7 +131,7 @@ def check_duplicates(sets: dict[str, pd.DataFrame]) -> list[Finding]:
     return findings
 
 
-def check_leakage(sets: dict[str, pd.DataFrame], near_duplicate: float) -> list[Finding]:
+def leakage_findings(sets: dict[str, pd.DataFrame], near_duplicate: float) -> list[Finding]:
     """Texts of the test (FAIL) and eval (WARN) sets that also appear in the training pairs."""
     if "train" not in sets:
         return []
@@ -183,7 +177,7 @@ def check_difficulty(sets: dict[str, pd.DataFrame], method: str, model) -> list[
         return []
     frames = {"train": train, **{r: sets[r] for r in ("test",) if r in sets}}
     texts = sorted({t for f in frames.values() for t in pd.concat([f["text1"], f["text2"]])})
-    matrix = embed(texts, method, model)
+    matrix = text_matrix(texts, method, model)
     row = {t: i for i, t in enumerate(texts)}
     means: dict[tuple[str, str], float] = {}
     for name, frame in frames.items():
@@ -195,8 +189,9 @@ def check_difficulty(sets: dict[str, pd.DataFrame], method: str, model) -> list[
             means[key if name == "train" else ("test", key)] = float(value)
     findings = []
     for kind in ("similar", "dissimilar"):
-        values = [means.get((p, kind)) for p in PHASES]
-        if any(v is None for v in values):
+        known = [means.get((p, kind)) for p in PHASES]
+        values = [v for v in known if v is not None]
+        if len(values) < len(known):
             continue
         rising = all(a < b for a, b in zip(values, values[1:]))
         shown = " < ".join(f"{p} {v:.3f}" for p, v in zip(PHASES, values))
@@ -221,7 +216,7 @@ def run_checks(sets: dict[str, pd.DataFrame], difficulty: str = "model", model=D
     findings = check_phases(sets)
     if difficulty != "none":
         findings += check_difficulty(sets, difficulty, model)
-    return findings + check_balance(sets) + check_duplicates(sets) + check_leakage(sets, near_duplicate) \
+    return findings + check_balance(sets) + check_duplicates(sets) + leakage_findings(sets, near_duplicate) \
         + check_lengths(sets, max_words)
 
 

@@ -52,7 +52,7 @@ def read_training_texts(model_folder: Path) -> set[str] | None:
     return {str(v) for v in values}
 
 
-def check_leakage(training: set[str], test: pd.DataFrame, action: str, where: str = "the training pairs") -> None:
+def refuse_leaked_texts(training: set[str], test: pd.DataFrame, action: str, where: str = "the training pairs") -> None:
     """Refuse when a test text's fingerprint is among `training`; `action` is what --allow-leakage lets happen."""
     texts = sorted({t for c in TEXT_COLUMNS if c in test for t in test[c].dropna()})
     leaked = [t for t in texts if fingerprint(t) in training]
@@ -70,12 +70,12 @@ def guard_evaluation(model: str, test: pd.DataFrame, train_pairs: str | Path | N
         from tickettune.data.pairs_io import pair_file, read_pairs
 
         source = pair_file(train_pairs, "train")
-        check_leakage(fingerprints(read_pairs(source)), test, "evaluate", f"the training pairs {source}")
+        refuse_leaked_texts(fingerprints(read_pairs(source)), test, "evaluate", f"the training pairs {source}")
         return f"leakage: no test text is in {source}"
     from tickettune.core.models import resolve_model
 
     stored = read_training_texts(resolve_model(model))
     if stored is None:
         return "leakage: not checked (the model folder holds no training-text fingerprints; pass --train-pairs)"
-    check_leakage(stored, test, "evaluate", "the model's training pairs")
+    refuse_leaked_texts(stored, test, "evaluate", "the model's training pairs")
     return "leakage: no test text is among the model's training texts"

@@ -46,10 +46,10 @@ from tickettune.core.models import DEFAULT_MODEL
 from tickettune.core.similarity import (
     DIFFICULTY_MAX_SEQ,
     SIMILAR,
-    embed,
     near_duplicate_scores,
     pair_difficulty,
     row_similarity,
+    text_matrix,
     tfidf_vectors,
 )
 from tickettune.core.textio import normalise_text
@@ -371,7 +371,7 @@ def _frame(t1, t2, labels, sim, difficulty, lexical, tickets: Tickets) -> pd.Dat
 def _hard_negatives(frame: pd.DataFrame, neighbours: np.ndarray, tickets: Tickets) -> pd.Series:
     """For similar pairs: the least used of the anchor's nearest other-group tickets (none for dissimilar pairs)."""
     uses: dict[int, int] = {}
-    out = []
+    out: list[object] = []
     for anchor, partner in zip(frame["ticket1"], frame["ticket2"]):
         options = [int(t) for t in neighbours[anchor] if t >= 0 and t != partner]
         if tickets.group[anchor] != tickets.group[partner] or not options:
@@ -492,7 +492,7 @@ class PairBuilder:
         """Encode every chosen ticket once."""
         self.everything = np.concatenate([chosen[name] for name in ("train", "eval", "test")])
         texts = self.data.text[self.everything].tolist()
-        self.matrix = embed(texts, self.options.difficulty, self.options.model if self.model is None else self.model)
+        self.matrix = text_matrix(texts, self.options.difficulty, self.options.model if self.model is None else self.model)
         # Eval/test pairs are mined and judged lexically, never by the model they will judge.
         self.lexical = self.matrix if self.options.difficulty == "tfidf" else tfidf_vectors(texts)
         self.row_of = np.full(len(self.data), -1, dtype=np.int64)
@@ -624,13 +624,7 @@ def write_pair_dir(pairset: PairSet, out: str | Path, overwrite: bool = False, c
     """Write train.jsonl (with phases), eval.jsonl, test.jsonl (the hard pairs), test_representative.jsonl,
     each split's tickets (train_tickets.jsonl, ...) and datacard.json into `out`, atomically."""
     from tickettune.core.jsonio import write_json
-    from tickettune.data.pairs_io import (
-        PAIR_FILES,
-        REPRESENTATIVE_FILE,
-        TICKET_FILES,
-        write_pairs,
-        write_tickets,
-    )
+    from tickettune.data.pairs_io import PAIR_FILES, REPRESENTATIVE_FILE, TICKET_FILES, write_pairs, write_tickets
 
     out = Path(out)
     files = {**PAIR_FILES, **({} if pairset.representative is None else {"representative": REPRESENTATIVE_FILE}),
@@ -653,9 +647,10 @@ def summary_tables(datacard: dict[str, Any]):
 
     pairs = Table(title=f"Pairs (difficulty: {datacard['difficulty']['method']}"
                         + (f", {datacard['difficulty']['model']}" if datacard["difficulty"]["model"] else "") + ")")
-    for name, justify in (("set", "left"), ("phase", "left"), ("label", "right"), ("pairs", "right"),
-                          ("mean similarity", "right"), ("mean difficulty", "right")):
-        pairs.add_column(name, justify=justify)
+    for name in ("set", "phase"):
+        pairs.add_column(name, justify="left")
+    for name in ("label", "pairs", "mean similarity", "mean difficulty"):
+        pairs.add_column(name, justify="right")
     for row in datacard["pairs"]:
         pairs.add_row(row["set"], row["phase"] if row["set"] == "train" else "-", f"{row['label']:g}", str(row["pairs"]),
                       f"{row['similarity_mean']:.4f}", f"{row['difficulty_mean']:.4f}")

@@ -20,15 +20,7 @@ from typing import Callable
 import pandas as pd
 
 from tickettune.core.errors import UserError
-from tickettune.data.sample_catalog import (
-    LISTS,
-    ONE_OFFS,
-    PROBLEMS,
-    SHARES,
-    SOFTWARE,
-    OneOff,
-    Problem,
-)
+from tickettune.data.sample_catalog import LISTS, ONE_OFFS, PROBLEMS, SHARES, SOFTWARE, OneOff, Problem
 
 FIELDS = ("number", "opened_at", "caller_id", "contact_type", "category", "subcategory", "cmdb_ci",
           "assignment_group", "assigned_to", "impact", "urgency", "priority", "state", "short_description",

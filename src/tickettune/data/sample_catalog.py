@@ -53,7 +53,7 @@ def problem(key: str, ci: str, category: str, subcategory: str, group: str, impa
 
 def one_off(ci: str, category: str, subcategory: str, group: str, requests: str) -> OneOff:
     """A OneOff from `|`-separated `short description => description` requests."""
-    pairs = tuple(tuple(part.strip() for part in item.split("=>", 1)) for item in _split(requests))
+    pairs = tuple((short.strip(), long.strip()) for short, long in (item.split("=>", 1) for item in _split(requests)))
     return OneOff(ci, category, subcategory, group, pairs)
 
 

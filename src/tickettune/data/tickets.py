@@ -144,7 +144,7 @@ def _read_delimited(text: str, source: str, delimiter: str) -> RawTable:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     rows: list[list[str]] = []
     try:
-        header = next(reader, None)
+        header: list[str] = next(reader, []) or []
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue

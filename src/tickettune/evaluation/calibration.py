@@ -156,7 +156,7 @@ def measure(calibration: Calibration, scores: np.ndarray, same: np.ndarray) -> d
     """Each tier's precision and recall on other results: the tier is every result at or above its threshold,
     recall the share of the same-group results (of those given) it keeps."""
     scores, same = np.asarray(scores, float), np.asarray(same, bool)
-    out = {}
+    out: dict[str, Any] = {}
     for tier in TIERS:
         threshold = calibration.thresholds.get(tier)
         kept = scores >= threshold if threshold is not None else np.zeros_like(same)

@@ -28,11 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from tickettune.core.errors import UserError
 from tickettune.core.similarity import binary, encode_texts, pair_cosines
-from tickettune.evaluation.retrieval import (
-    compare_retrieval,
-    corpus_metrics,
-    query_rows,
-)
+from tickettune.evaluation.retrieval import compare_retrieval, corpus_metrics, query_rows
 
 METRIC_KEYS = ("spearman", "pearson", "roc_auc", "average_precision", "f1_cv", "f1_cv_std", "precision_cv",
                "recall_cv", "accuracy_cv", "threshold", "n_pairs")
@@ -216,7 +212,7 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
     from tickettune.evaluation.probes import probe_key
 
     results: dict[str, dict[str, Any]] = {}
-    scores: dict[str, dict[str, np.ndarray]] = {}
+    scores: dict[str, dict[str, Any]] = {}
     texts = sets.texts()
     vectors = {side: encode_texts(m, texts, batch_size, show_progress)
                for side, m in (("model", model), ("baseline", baseline)) if m is not None}
@@ -325,7 +321,10 @@ def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str 
     if loaded is not None:
         from tickettune.evaluation.calibration import calibrate_model, calibration_lines
 
-        calibration = calibrate_model(loaded, {"test": table}, targets=calibrate, queries=queries, seed=seed)
+        calibration = calibrate_model(loaded, {"test": table}, targets=calibrate or {}, queries=queries, seed=seed)
+        if calibration is None:
+            raise UserError(f"--calibrate: too few tickets of {tickets} share a group with another to fit the tiers; "
+                            "pass more tickets or a coarser --group-by")
         calibration.source = f"{calibration.source} ({tickets})"
         say(f"calibration written to {calibration.save(Path(model).expanduser())}")
         for line in calibration_lines(calibration):

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI
@@ -40,14 +40,7 @@ from tickettune.evaluation.calibration import Calibration
 from tickettune.serving.clusters import parse_window, recent_clusters, window_end
 from tickettune.serving.encoders import Encoder, EncoderChoice
 from tickettune.serving.feedback import FeedbackStore, Verdict
-from tickettune.serving.filters import (
-    FIELDS,
-    ColumnCache,
-    TicketFilter,
-    date_column,
-    filter_options,
-    filtered_search,
-)
+from tickettune.serving.filters import FIELDS, ColumnCache, TicketFilter, date_column, filter_options, filtered_search
 from tickettune.serving.http_api import (
     MAX_BODY_BYTES,
     MAX_TICKETS_PER_POST,
@@ -73,6 +66,9 @@ from tickettune.serving.live_tickets import LiveTickets
 from tickettune.serving.reasons import why
 from tickettune.serving.search import read_ticket_file
 from tickettune.serving.store import store_url
+
+if TYPE_CHECKING:  # sync (and httpx with it) is imported only by a service that syncs
+    from tickettune.serving.sync import Syncer
 
 # One encode call takes the waiting requests up to about this many texts; larger batches would make
 # the requests at their front wait longer than batching saves.
@@ -164,14 +160,14 @@ class OnModelThread:
 class Engine:
     """The model and the tickets. `run` is called only from the batcher's one thread, so nothing here needs a lock."""
 
-    def __init__(self, encoder: Encoder, settings: ServeSettings):
+    def __init__(self, encoder: Encoder, settings: ServeSettings, live: LiveTickets, feedback: FeedbackStore):
         self.encoder = encoder
         self.settings = settings
-        self.live: Optional[LiveTickets] = None
+        self.live = live
+        self.feedback = feedback
         self.agreement: Optional[float] = None  # lowest probe cosine to the index's model; None: built here
-        self.syncer = None
+        self.syncer: Optional[Syncer] = None
         self.calibration: Optional[Calibration] = None
-        self.feedback: Optional[FeedbackStore] = None
         self.columns = ColumnCache()
 
     @classmethod
@@ -192,10 +188,12 @@ class Engine:
         # Loaded before the index, so that an ONNX file this CPU cannot run fails in moments.
         encoder = Encoder.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file,
                              threads=settings.threads).load()
-        engine = cls(encoder, settings)
-        engine.live, cached = LiveTickets.open(tickets, encoder.folder, encoder, settings.store,
-                                               settings.cache_dir and Path(settings.cache_dir), settings.text_column,
-                                               settings.index)
+        live, cached = LiveTickets.open(tickets, encoder.folder, encoder, settings.store,
+                                        Path(settings.cache_dir) if settings.cache_dir else None, settings.text_column,
+                                        settings.index)
+        # Verdicts live in the service's own database (beside its tickets) unless --feedback-db names another.
+        feedback = FeedbackStore.open(settings.feedback_db) if settings.feedback_db else FeedbackStore(live.store.engine)
+        engine = cls(encoder, settings, live, feedback)
         if cached:
             engine.agreement = encoder.check_agrees(engine.live.index.probe, settings.cache_dir or "the index cache")
         if settings.sync_from:
@@ -205,9 +203,6 @@ class Engine:
             engine.syncer = Syncer(parse_source(settings.sync_from), Credentials.from_environment(), engine.live.store,
                                    every=settings.sync_every, tickets_file=Path(settings.tickets))
         engine.calibration = Calibration.load(encoder.folder)
-        # Verdicts live in the service's own database (beside its tickets) unless --feedback-db names another.
-        engine.feedback = (FeedbackStore.open(settings.feedback_db) if settings.feedback_db
-                           else FeedbackStore(engine.live.store.engine))
         return engine, cached
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -242,20 +237,22 @@ class Engine:
                               "vectors": [next(vectors).tolist() for _ in job.texts]}
             if not isinstance(job, Similar):
                 continue
-            vector = next(vectors) if job.text else None
+            text_vector = next(vectors) if job.text else None  # taken before any `continue`: the next job's is next
             try:
                 spec = TicketFilter.parse(job.filters, list(self.live.columns))
             except UserError as exc:
                 answers[i] = ClientError(422, str(exc))
                 continue
             rows: list[int] = []
-            if not job.text:
-                rows = self.live.rows_of.get(job.number.strip())
-                if rows is None:
+            if text_vector is not None:
+                vector = text_vector
+            else:
+                indexed = self.live.rows_of.get((job.number or "").strip())
+                if indexed is None:
                     answers[i] = ClientError(404, f"number: no ticket numbered '{job.number}' is indexed; check the "
                                                   "number, add the ticket with POST /tickets, or send its text")
                     continue
-                vector = self.live.index.vectors[rows[0]]
+                rows, vector = indexed, self.live.index.vectors[indexed[0]]
             if spec:
                 # Filtered: the top k among the matching tickets, each query on its own.
                 allowed = np.setdiff1d(spec.rows(self.live.tickets, self.columns), rows + sorted(self.live.deleted))
@@ -266,10 +263,10 @@ class Engine:
                 queries.append(vector)
                 searches.append((i, job, rows))
         if queries:
-            found = self.live.search(np.stack(queries), [job.k for _, job, _ in searches],
-                                     [rows for _, _, rows in searches])
-            for (i, job, own), (scores, rows) in zip(searches, found):
-                answers[i] = self._similar(scores, rows, job, own)
+            ranked = self.live.search(np.stack(queries), [job.k for _, job, _ in searches],
+                                      [rows for _, _, rows in searches])
+            for (i, job, own), (scores, hits) in zip(searches, ranked):
+                answers[i] = self._similar(scores, hits, job, own)
         return answers
 
     @property
@@ -317,7 +314,7 @@ class Engine:
     def _feedback(self, request: FeedbackRequest):
         try:
             suggested = self._ticket(request.suggested, "suggested")
-            query = self._ticket(request.query, "query") if request.query else {"text": request.query_text}
+            query = self._ticket(request.query, "query") if request.query else {"text": request.query_text or ""}
         except ClientError as exc:
             return exc
         if request.query and request.query.strip() == request.suggested.strip():
@@ -607,7 +604,8 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     threshold = "no threshold known" if settings.threshold is None else f"threshold {settings.threshold:.3f}"
     if engine.calibration is not None:
         threshold += "; calibrated tiers " + ", ".join(
-            f"{tier} >= {value:.3f}" if value is not None else f"no {tier}" for tier, value in engine.tiers.items())
+            f"{tier} >= {value:.3f}" if value is not None else f"no {tier}"
+            for tier, value in engine.calibration.thresholds.items())
     say(f"{len(engine.live)} tickets indexed (index {'cached' if cached else 'built'}, added tickets in "
         f"{engine.live.store.url}); {threshold}; token {'required' if settings.token else 'not required'}")
     if engine.syncer:

@@ -20,12 +20,7 @@ from typing import Optional
 import numpy as np
 
 from tickettune.core.errors import UserError
-from tickettune.core.models import (
-    PROBE_TEXTS,
-    has_torch_weights,
-    load_model,
-    resolve_model,
-)
+from tickettune.core.models import PROBE_TEXTS, has_torch_weights, load_model, resolve_model
 
 ENCODER_BACKENDS = ("auto", "torch", "onnx")
 # Dynamic int8 quantization of MiniLM keeps cosine 0.992 to PyTorch on the probe texts (RESULTS.md, Export);
@@ -49,7 +44,7 @@ class EncoderChoice:
     def label(self) -> str:
         if self.backend == "torch":
             return "PyTorch"
-        return f"ONNX {'int8' if 'int8' in Path(self.onnx_file).name else 'fp32'} ({self.onnx_file})"
+        return f"ONNX {'int8' if 'int8' in Path(self.onnx_file or '').name else 'fp32'} ({self.onnx_file})"
 
     @classmethod
     def of(cls, model: str, *, backend: str = "auto", onnx_file: Optional[str] = None) -> "EncoderChoice":
@@ -139,6 +134,8 @@ class Encoder:
     def probe(self) -> np.ndarray:
         """This encoder's vectors of export.PROBE_TEXTS (loads the model)."""
         self.load()
+        if self.probe_vectors is None:
+            raise RuntimeError("the encoder loaded without its probe vectors")
         return self.probe_vectors
 
     def load(self) -> "Encoder":

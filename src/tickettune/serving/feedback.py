@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from sqlalchemy import (
     Column,
@@ -106,7 +106,7 @@ class FeedbackStore:
             metadata.create_all(engine, tables=[feedback_table])
         except SQLAlchemyError as exc:
             raise UserError(f"cannot open the feedback database {engine.url.render_as_string(hide_password=True)} "
-                            f"({type(exc.orig or exc).__name__}); check --feedback-db") from None
+                            f"({type(getattr(exc, 'orig', None) or exc).__name__}); check --feedback-db") from None
 
     @classmethod
     def open(cls, url: str) -> "FeedbackStore":
@@ -120,14 +120,13 @@ class FeedbackStore:
         return cls(engine)
 
     def _insert(self):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        inserts: dict[str, Callable[[Table], Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
         dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
+        if dialect not in inserts:
             raise UserError(f"feedback database: {dialect} is not supported; use SQLite or PostgreSQL")
-        return insert(feedback_table)
+        return inserts[dialect](feedback_table)
 
     def record(self, verdict: Verdict) -> str:
         """Store a verdict; 'added', 'updated' (another verdict replaced) or 'unchanged' (the same one again)."""

@@ -108,7 +108,10 @@ class TicketFilter:
             codes, uniques = cache.values(tickets, name)
             keep &= np.isin(codes, uniques.get_indexer(wanted))  # a value no ticket has is -1: matches nothing
         for name, bound in self.times.items():
-            stamps = cache.times(tickets, date_column(tickets, WINDOWS[name][0]))
+            column = date_column(tickets, WINDOWS[name][0])
+            if column is None:  # parse() saw the column; these tickets (another table) lack it
+                raise UserError(f"{name}: the tickets have no {WINDOWS[name][0]} column to filter on; drop this filter")
+            stamps = cache.times(tickets, column)
             limit = np.datetime64(bound.tz_convert(None).to_datetime64(), "ns")
             keep &= (stamps >= limit) if WINDOWS[name][1] == "after" else (stamps < limit)  # NaT compares False
         return keep
@@ -153,8 +156,9 @@ def filtered_search(index, queries: np.ndarray, k: int, rows: np.ndarray) -> tup
     if index.backend == "ivf" and len(rows) >= EXACT_BELOW:
         import faiss
 
-        params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(rows), nprobe=min(index.n_probe,
-                                                                                          index.faiss_index.nlist))
+        nprobe = min(index.n_probe, index.faiss_index.nlist)
+        # faiss's SWIG classes take these as keywords; its type stubs do not list them.
+        params = faiss.SearchParametersIVF(sel=faiss.IDSelectorBatch(rows), nprobe=nprobe)  # type: ignore[call-arg]
         got_scores, got_rows = index.faiss_index.search(queries, k, params=params)
         return np.where(got_rows < 0, -np.inf, got_scores).astype(np.float32), got_rows
     if len(rows) > DENSE_ABOVE * len(index):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -153,7 +153,7 @@ class LiveTickets:
         keep = sorted(latest.values())
         records = [lines[i] for i in keep]
         missing = [i for i in keep if i not in stored]
-        encoded = iter(self.encode([lines[i]["text"] for i in missing]) if missing else [])
+        encoded: Iterator[np.ndarray] = iter(self.encode([lines[i]["text"] for i in missing]) if missing else [])
         vectors = np.stack([stored[i] if i in stored else next(encoded) for i in keep]) if keep else None
         self.store.write(records, source="imported", model=self.model, vectors=vectors, once=once)
 
@@ -216,7 +216,7 @@ class LiveTickets:
                 if skip_incomplete:
                     continue
                 raise UserError(f"tickets[{i}].number: missing or empty; every ticket needs its number")
-            fields.update(number=number, text=build_text([fields[c] for c in text_columns[layout]]))
+            fields.update(number=number, text=build_text([fields[c] for c in text_columns[layout] or ()]))
             found.pop(number, None)  # the last of a number wins, as it would in the store
             found[number] = fields
         return list(found.values())

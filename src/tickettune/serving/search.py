@@ -102,7 +102,7 @@ def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = No
     else:
         if cached:
             encoder.check_agrees(index.probe, str(cache.cache_dir))
-        vector = encoder.encode([query])[0]
+        vector = encoder.encode([query or ""])[0]
     matching = None
     if filters:
         from tickettune.serving.filters import filtered_search

@@ -27,7 +27,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 from sqlalchemy import (
@@ -358,9 +358,8 @@ def _upsert(conn: Connection, table: Table, rows: list[dict], keys: list[str]) -
 @functools.lru_cache(maxsize=64)
 def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], others: tuple[str, ...]):
     # Built once per shape: constructing it costs more than running it for one row.
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert: Callable[[Table], Any] = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(table)
     return statement.on_conflict_do_update(index_elements=list(keys), set_={c: statement.excluded[c] for c in others})

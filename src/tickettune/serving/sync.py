@@ -26,13 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from tickettune.core.errors import UserError
 from tickettune.serving.store import Store
 from tickettune.sources.pull import Source, fetch_changes, pull_state
-from tickettune.sources.servicenow import (
-    Credentials,
-    Mark,
-    TableClient,
-    instance_url,
-    raw,
-)
+from tickettune.sources.servicenow import Credentials, Mark, TableClient, instance_url, raw
 
 log = logging.getLogger("uvicorn.error").getChild("tickettune")
 CHUNK = 500  # records per model-thread job, so that searches get their turn during a large sync

@@ -41,7 +41,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -80,7 +80,7 @@ class Instance:
     def __post_init__(self):
         self.tokens: set[str] = set()
         self.lock = threading.Lock()
-        self._throttle: list[int] = []
+        self._throttle: list[float] = []
         self._broken: list[tuple[str, str]] = []
 
     # --- data ---
@@ -186,7 +186,7 @@ class Instance:
         return 200, headers, {"result": result}
 
     def shown(self, base_url: str, record: dict, fields: list[str], mode: str, no_links: bool) -> dict:
-        out = {}
+        out: dict[str, Any] = {}
         for name in fields or list(record):
             if name not in record:
                 continue  # an instance leaves out a field the table does not have
@@ -195,7 +195,7 @@ class Instance:
             reference = REFERENCES.get(name)
             if reference and value:
                 link = f"{base_url}/api/now/table/{reference[0]}/{value}"
-                shown = {"display_value": display, "link": link, "value": value}
+                shown: Any = {"display_value": display, "link": link, "value": value}
                 if mode == "false":
                     shown = value if no_links else {"link": link, "value": value}
                 elif mode == "true":
@@ -218,11 +218,11 @@ class Instance:
         return value
 
 
-def parse_query(query: str) -> tuple[list[list[list[tuple[str, str, str]]]], list[tuple[str, bool]]]:
+def parse_query(query: str) -> tuple[list[list[list[tuple[str, ...]]]], list[tuple[str, bool]]]:
     """An encoded query as OR-ed groups (^NQ) of AND-ed clauses (^) of OR-ed conditions (^OR); and the order."""
     groups, order = [], []
     for part in query.split("^NQ") if query else []:
-        clauses: list[list[tuple[str, str, str]]] = []
+        clauses: list[list[tuple[str, ...]]] = []
         for term in part.split("^"):
             if not term or term == "EQ":
                 continue

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, Mapping, Optional, get_args
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from tickettune.core.errors import UserError
@@ -237,7 +230,7 @@ def _closest(name: str, choices: tuple[str, ...] | list[str]) -> str:
     return match[0] if match else choices[0]
 
 
-def _describe_error(err: dict[str, Any]) -> str:
+def _describe_error(err: Mapping[str, Any]) -> str:
     key = ".".join(str(p) for p in err.get("loc", ())) or "config"
     ctx = err.get("ctx") or {}
     kind = err.get("type", "")

@@ -29,7 +29,7 @@ SINGLE_PHASE = "all"
 
 
 @dataclass
-class TrainingPairs:
+class TrainingData:
     """Train pairs (with a `phase` column once phases are assigned), eval pairs and test pairs, and where they came from.
 
     A directory made by `tickettune pairs` also gives the representative test pairs and each split's tickets
@@ -57,7 +57,7 @@ class TrainingPairs:
             pairs["feedback"] = self.feedback
         return TestSets(self.tickets.get("test"), pairs, self.probes)
 
-    def masked(self) -> "TrainingPairs":
+    def masked(self) -> "TrainingData":
         """A copy with personal data masked in every text (pii.mask_pii)."""
         from tickettune.data.pii import mask_pair_texts
 
@@ -69,7 +69,7 @@ class TrainingPairs:
                        probes={k: mask_pair_texts(v) for k, v in self.probes.items()})
 
 
-def eval_tickets(pairs: TrainingPairs, config: TrainConfig) -> pd.DataFrame | None:
+def eval_tickets(pairs: TrainingData, config: TrainConfig) -> pd.DataFrame | None:
     """The eval tickets each epoch searches: a seeded sample of config.eval_tickets (all when unset), or None."""
     tickets = pairs.tickets.get("eval")
     if tickets is None or config.eval_tickets is None or config.eval_tickets >= len(tickets):
@@ -79,9 +79,9 @@ def eval_tickets(pairs: TrainingPairs, config: TrainConfig) -> pd.DataFrame | No
 
 
 def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | None = None,
-               eval_file: str | Path | None = None, test_file: str | Path | None = None) -> TrainingPairs:
+               eval_file: str | Path | None = None, test_file: str | Path | None = None) -> TrainingData:
     """A directory made by `tickettune pairs`, or three pair files in any format pairs_io reads."""
-    files = (train_file, eval_file, test_file)
+    files: tuple[str | Path | None, ...] = (train_file, eval_file, test_file)
     if pairs_dir is not None and any(f is not None for f in files):
         raise UserError("pass either --pairs DIR or --train/--eval/--test files, not both")
     if pairs_dir is not None:
@@ -93,7 +93,8 @@ def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | Non
         raise UserError("no training pairs given; pass --pairs DIR or --train FILE --eval FILE --test FILE")
     if missing:
         raise UserError(f"missing {', '.join(missing)}: training needs train, eval and test pairs (or --pairs DIR)")
-    pairs = TrainingPairs(*(read_pairs(f) for f in files), source=str(pairs_dir or files[0]))
+    train, eval_, test = (read_pairs(f) for f in files if f is not None)
+    pairs = TrainingData(train, eval_, test, source=str(pairs_dir or files[0]))
     if pairs_dir is None:
         return pairs
     folder = Path(pairs_dir)
@@ -104,7 +105,7 @@ def load_pairs(pairs_dir: str | Path | None = None, train_file: str | Path | Non
 def pairs_from_tickets(path: str | Path, group_by: str | None, text_columns: list[str] | None,
                        config: TrainConfig):
     """`train --tickets`: the split, held-out tickets and test pairs `tickettune pairs` would make (its defaults,
-    config.seed), as TrainingPairs and the PairSet to write beside the run. Group losses need no model-scored
+    config.seed), as TrainingData and the PairSet to write beside the run. Group losses need no model-scored
     curriculum pairs, so their pairs' difficulty is lexical (TF-IDF) and no model is loaded for it."""
     from tickettune.data.pairs import PairOptions, build_pairs
     from tickettune.data.tickets import read_tickets
@@ -116,9 +117,9 @@ def pairs_from_tickets(path: str | Path, group_by: str | None, text_columns: lis
     return from_pairset(pairset, str(path)), pairset
 
 
-def from_pairset(pairset, source: str) -> TrainingPairs:
-    """TrainingPairs from a `pairs.PairSet` made in memory: its test pairs are the hard ones."""
-    return TrainingPairs(pairset.train, pairset.eval, pairset.test, source, "hard", pairset.representative,
+def from_pairset(pairset, source: str) -> TrainingData:
+    """TrainingData from a `pairs.PairSet` made in memory: its test pairs are the hard ones."""
+    return TrainingData(pairset.train, pairset.eval, pairset.test, source, "hard", pairset.representative,
                          pairset.tickets)
 
 
@@ -170,9 +171,9 @@ def phase_epochs(pairs: pd.DataFrame, config: TrainConfig) -> dict[str, float]:
     return out
 
 
-def check_leakage(pairs: TrainingPairs, action: str = "train") -> None:
+def refuse_test_texts_in_training(pairs: TrainingData, action: str = "train") -> None:
     """Refuse test texts (pairs and tickets) that also occur in the training pairs or tickets (compared case- and
     space-insensitively)."""
     training = leakage.fingerprints(pairs.train) | leakage.fingerprints(pairs.tickets.get("train", pd.DataFrame()))
     # Held-out feedback is left out: its suggestions are indexed tickets, which may well be training tickets.
-    leakage.check_leakage(training, pd.concat(replace(pairs, feedback=None).test_sets().frames()), action)
+    leakage.refuse_leaked_texts(training, pd.concat(replace(pairs, feedback=None).test_sets().frames()), action)

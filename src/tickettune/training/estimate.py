@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from tickettune.core.errors import UserError
 from tickettune.evaluation.judge import texts_of
 from tickettune.training.config import TrainConfig
-from tickettune.training.dataset import TrainingPairs
+from tickettune.training.dataset import TrainingData
 from tickettune.training.lora import add_lora
 from tickettune.training.run import build_trainer, prepare_run, row_lengths
 from tickettune.training.schedule import Phase, Plan
@@ -108,7 +108,7 @@ def time_steps(config: TrainConfig, model, frame, columns: list[str], plan: Plan
     return np.diff(timer.ends)
 
 
-def estimate_run(config: TrainConfig, pairs: TrainingPairs, steps: int = 5, phases: str = "keep") -> RunEstimate:
+def estimate_run(config: TrainConfig, pairs: TrainingData, steps: int = 5, phases: str = "keep") -> RunEstimate:
     """Estimate a `train(config, pairs, phases=phases)` run on this machine from `steps` timed optimizer steps."""
     if steps < 1:
         raise UserError(f"--steps {steps} is too few; time at least 1 step (5 gives a steadier estimate)")

@@ -128,12 +128,7 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
     """
     from sentence_transformers import SentenceTransformer
 
-    from tickettune.core.models import (
-        load_model,
-        model_fingerprint,
-        model_threshold,
-        resolve_model,
-    )
+    from tickettune.core.models import load_model, model_fingerprint, model_threshold, resolve_model
 
     if not merge and not onnx:
         raise UserError("nothing to export; pass --merge (PyTorch folder) and/or --onnx")
@@ -180,10 +175,7 @@ def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, 
 
 def _export_onnx_files(st, folder: Path, reference: np.ndarray, quantize: Optional[str], result: ExportResult) -> None:
     """model.onnx (checked to match PyTorch) and, with `quantize`, the int8 file beside it (its cosine reported)."""
-    from sentence_transformers import (
-        SentenceTransformer,
-        export_dynamic_quantized_onnx_model,
-    )
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
     result.onnx_file = export_onnx(st, folder).relative_to(folder).as_posix()
     onnx_model = SentenceTransformer(str(folder), backend="onnx", device="cpu")

@@ -50,7 +50,7 @@ def split_feedback(feedback: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.
 
 
 def add_feedback(pairs, path: Path, *, seed: int, loss: str):
-    """TrainingPairs with the feedback's train share among the train pairs and its held-out share as the
+    """TrainingData with the feedback's train share among the train pairs and its held-out share as the
     `feedback` test set; and a line saying what was used."""
     if loss_spec(loss).trains_on == "tickets":
         raise UserError(f"--feedback adds labelled pairs, and loss {loss} trains on tickets and their groups; train "

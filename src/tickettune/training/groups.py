@@ -78,6 +78,8 @@ def _draw(members: np.ndarray, count: int, rng: np.random.Generator, first: np.n
 
 def _neighbourhood(pool: GroupPool, size: int, rng: np.random.Generator) -> np.ndarray:
     """The `size` tickets nearest a random seed ticket by the untuned model (the seed included)."""
+    if pool.vectors is None:
+        raise ValueError("hard batches need the pool's vectors (GroupPool.vectors) from the untuned model")
     seed = rng.integers(len(pool))
     similarity = pool.vectors @ pool.vectors[seed]
     size = min(size, len(pool))
@@ -158,8 +160,8 @@ def plan_group_batches(pool: GroupPool, phase_epochs: dict[str, float], batch_si
                 columns["label"].extend(pool.code[rows].tolist())
             plan.batches.append(list(range(first, len(next(iter(columns.values()))))))
         steps = len(kinds) // per_step
-        rows = len(next(iter(columns.values()))) - start_row
-        columns.setdefault("phase", []).extend([name] * rows)
-        plan.phases.append(Phase(name, step, step + steps, epochs, rows))
+        n_rows = len(next(iter(columns.values()))) - start_row
+        columns.setdefault("phase", []).extend([name] * n_rows)
+        plan.phases.append(Phase(name, step, step + steps, epochs, n_rows))
         step += steps
     return pd.DataFrame(columns), plan

@@ -133,7 +133,8 @@ def _batches(codes: np.ndarray, kind: str, size: int, rng: np.random.Generator) 
         return [order[i:i + size] for i in range(0, n - size + 1, size)] or [order]
     sizes = np.bincount(codes)
     members = [np.flatnonzero(codes == g) for g in rng.permutation(np.flatnonzero(sizes >= 2))]
-    batches, current = [], []
+    batches: list[list[int]] = []
+    current: list[int] = []
     for rows in members:
         current.extend(rng.permutation(rows)[:PER_GROUP].tolist())
         if len(current) >= size // 2:
@@ -141,15 +142,15 @@ def _batches(codes: np.ndarray, kind: str, size: int, rng: np.random.Generator) 
             current = []
     if len(current) >= 2:
         batches.append(current)
-    out = []
-    for rows in batches:  # the other half: any tickets, as negatives (singletons included)
+    mixed = []
+    for batch in batches:  # the other half: any tickets, as negatives (singletons included)
         others = rng.choice(n, min(n, size), replace=False)
-        others = others[~np.isin(others, rows)][:size - len(rows)]
-        out.append(np.concatenate([np.asarray(rows), others]))
-    return out
+        others = others[~np.isin(others, batch)][:size - len(batch)]
+        mixed.append(np.concatenate([np.asarray(batch), others]))
+    return mixed
 
 
-def fit_head(vectors: np.ndarray, groups: Sequence[object], objective: HeadObjective, *, epochs: int = 20,
+def fit_head(vectors: np.ndarray, groups: Sequence[object] | np.ndarray, objective: HeadObjective, *, epochs: int = 20,
              lr: float = 1e-3, batch_size: int = 256, seed: int = 0,
              score: Callable[[LinearHead], float] | None = None,
              on_epoch: Callable[[int, float, float | None], None] | None = None) -> tuple[LinearHead, list[dict]]:
@@ -176,8 +177,8 @@ def fit_head(vectors: np.ndarray, groups: Sequence[object], objective: HeadObjec
     log = [{"epoch": 0, "loss": None, "score": None if score is None else best_score}]
     for epoch in range(1, epochs + 1):
         losses = []
-        for rows in _batches(codes, objective.kind, batch_size, rng):
-            rows = torch.as_tensor(rows)
+        for batch_rows in _batches(codes, objective.kind, batch_size, rng):
+            rows = torch.as_tensor(batch_rows)
             batch = x[rows]
             tuned = torch.nn.functional.normalize(batch @ weight.T + bias, dim=1)
             loss = objective.loss(tuned, batch, y[rows])
@@ -191,7 +192,7 @@ def fit_head(vectors: np.ndarray, groups: Sequence[object], objective: HeadObjec
         log.append({"epoch": epoch, "loss": mean_loss, "score": value})
         if on_epoch is not None:
             on_epoch(epoch, mean_loss, value)
-        if score is None:
+        if value is None:
             best = head
         elif value > best_score:
             best, best_score = copy.deepcopy(head), value

@@ -33,33 +33,11 @@ from tickettune.data import leakage
 from tickettune.evaluation.judge import compute_metrics, judge
 from tickettune.evaluation.report import fmt
 from tickettune.evaluation.retrieval import RETRIEVAL_KEYS, corpus_metrics, query_rows
-from tickettune.training.budget import (
-    BudgetPlan,
-    Throughput,
-    budget_seconds,
-    plan_head_budget,
-)
+from tickettune.training.budget import BudgetPlan, Throughput, budget_seconds, plan_head_budget
 from tickettune.training.config import TrainConfig
-from tickettune.training.dataset import (
-    TrainingPairs,
-    check_leakage,
-    eval_tickets,
-    load_pairs,
-)
-from tickettune.training.head import (
-    HeadObjective,
-    LinearHead,
-    fit_head,
-    head_eval_metric,
-    label_kind,
-)
-from tickettune.training.outputs import (
-    RunOutputs,
-    TrainResult,
-    calibrate_run,
-    scored_sets,
-    write_run,
-)
+from tickettune.training.dataset import TrainingData, eval_tickets, load_pairs, refuse_test_texts_in_training
+from tickettune.training.head import HeadObjective, LinearHead, fit_head, head_eval_metric, label_kind
+from tickettune.training.outputs import RunOutputs, TrainResult, calibrate_run, scored_sets, write_run
 from tickettune.training.trainer import say
 
 RATE_SAMPLE = 256  # texts whose encoding time measures this machine's speed (they are encoded anyway)
@@ -99,7 +77,7 @@ def measure_throughput(encoder: CachedEncoder, texts: list[str], train_vectors: 
     return Throughput(encode_per_second=rate, head_seconds_per_ticket_epoch=head)  # inf: everything was cached
 
 
-def require_tickets(pairs: TrainingPairs) -> None:
+def require_tickets(pairs: TrainingData) -> None:
     if "train" not in pairs.tickets:
         raise UserError(f"the head stage trains on tickets and their groups, and {pairs.source or 'the pairs'} has none; "
                         "build the pairs with `tickettune pairs` or train with --tickets FILE --group-by COLUMN")
@@ -110,7 +88,7 @@ def describe_rate(throughput: Throughput) -> str:
     return "every vector cached: nothing to encode" if math.isinf(rate) else f"measured here: {rate:,.0f} texts/s encoding"
 
 
-def plan_run(config: TrainConfig, pairs: TrainingPairs, encoder: CachedEncoder) -> tuple[Throughput, BudgetPlan]:
+def plan_run(config: TrainConfig, pairs: TrainingData, encoder: CachedEncoder) -> tuple[Throughput, BudgetPlan]:
     """Steps 1-2: this machine's throughput, measured on texts the run must encode anyway, and the budget's plan."""
     require_tickets(pairs)
     train_texts = list(pairs.tickets["train"]["text"])
@@ -131,7 +109,7 @@ class EvalScore:
     """score(head) -> the eval value of `metric` through the head: retrieval over the eval tickets (RETRIEVAL_KEYS)
     or a pair metric over the eval pairs. Vectors of both are read once."""
 
-    def __init__(self, encoder: CachedEncoder, pairs: TrainingPairs, config: TrainConfig, metric: str) -> None:
+    def __init__(self, encoder: CachedEncoder, pairs: TrainingData, config: TrainConfig, metric: str) -> None:
         self.metric = metric
         if self.metric in RETRIEVAL_KEYS:
             tickets = eval_tickets(pairs, config)
@@ -222,7 +200,7 @@ def _log(fit_log: list[dict], plan: BudgetPlan, metric: str, kind: str, seconds:
     }
 
 
-def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, *, overwrite: bool = False,
+def train_head(config: TrainConfig, pairs: TrainingData | str | Path, out: str | Path, *, overwrite: bool = False,
                allow_leakage: bool = False, show_progress: bool = True) -> TrainResult:
     """Train a linear head on the frozen encoder's vectors of the train tickets and write OUT (module docstring).
 
@@ -235,12 +213,12 @@ def train_head(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str 
 
     out = Path(out)
     check_output_dir(out, overwrite)
-    pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
+    pairs = pairs if isinstance(pairs, TrainingData) else load_pairs(pairs)
     if config.mask_pii:
         pairs = pairs.masked()
     require_tickets(pairs)
     if not allow_leakage:
-        check_leakage(pairs)
+        refuse_test_texts_in_training(pairs)
     started = time.perf_counter()
     base = load_model(config.model_name, config.max_seq_length)
     check_positions(base, config.max_seq_length, config.model_name)
@@ -312,7 +290,7 @@ def _prefer_cached(tickets: pd.DataFrame, encoder: CachedEncoder, count: int, se
     return tickets.iloc[np.sort(order[:count])]
 
 
-def estimate_head(config: TrainConfig, pairs: TrainingPairs) -> tuple[Throughput, BudgetPlan]:
+def estimate_head(config: TrainConfig, pairs: TrainingData) -> tuple[Throughput, BudgetPlan]:
     """What `estimate` reports for the head stage: the measured throughput and the budget's plan (the texts timed
     stay cached, so the run that follows does not encode them again)."""
     from tickettune.core.models import check_positions, load_model

@@ -29,8 +29,9 @@ def add_lora(model, config: TrainConfig) -> tuple[int, int]:
     if not any(n == t or n.endswith(f".{t}") for t in targets for n in names):
         raise UserError(f"lora_target_modules {targets} match no module of {config.model_name}; "
                         f"name some of its modules (e.g. {', '.join(n.rsplit('.', 1)[-1] for n in names[-3:])})")
-    model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                                 target_modules=targets, exclude_modules=exclude))
+    # peft annotates lora_alpha as int, but scales by lora_alpha / r as a float, so a fractional alpha works.
+    model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
+                                 lora_dropout=config.lora_dropout, target_modules=targets, exclude_modules=exclude))
     return parameter_counts(model)
 
 

@@ -55,6 +55,11 @@ class HybridLoss(nn.Module):
     Returns both terms so the trainer logs them separately.
     """
 
+    # sentence-transformers losses: their compute_loss_from_embeddings is what this loss calls (nn.Module's
+    # attribute typing would call it a Tensor).
+    pair: Any
+    mnrl: Any
+
     def __init__(self, model, pair: nn.Module, mnrl: nn.Module, mnrl_weight: float, binary_labels: bool) -> None:
         super().__init__()
         self.model = model
@@ -126,7 +131,7 @@ def triplet_rows(pairs: pd.DataFrame, seed: int) -> pd.DataFrame:
     partners = _dissimilar_partners(pairs)
     positives = pairs[pairs["label"] >= SIMILAR]
     given = positives["negative"] if "negative" in positives else pd.Series(np.nan, index=positives.index)
-    negatives = []
+    negatives: list[object] = []
     for anchor, positive, own in zip(positives["text1"], positives["text2"], given):
         if isinstance(own, str) and own:
             negatives.append(own)

@@ -24,21 +24,12 @@ import pandas as pd
 from tickettune.core.errors import UserError
 from tickettune.core.files import atomic_output_dir
 from tickettune.core.jsonio import write_json
-from tickettune.evaluation.calibration import (
-    Calibration,
-    calibrate_model,
-    calibration_lines,
-)
+from tickettune.evaluation.calibration import Calibration, calibrate_model, calibration_lines
 from tickettune.evaluation.judge import TestSets
-from tickettune.evaluation.report import (
-    fmt,
-    markdown_tables,
-    training_report,
-    write_report,
-)
+from tickettune.evaluation.report import fmt, markdown_tables, training_report, write_report
 from tickettune.training.checkpoints import CHECKPOINTS, RUN_FILE
 from tickettune.training.config import TrainConfig, dump_config
-from tickettune.training.dataset import TrainingPairs
+from tickettune.training.dataset import TrainingData
 from tickettune.training.feedback_pairs import feedback_change
 from tickettune.training.trainer import say, write_training_log
 
@@ -99,7 +90,7 @@ class RunOutputs:
     and the rows it trained on (their texts' fingerprints go with the model; the report's data statistics)."""
 
     config: TrainConfig
-    pairs: TrainingPairs
+    pairs: TrainingData
     sets: TestSets
     metrics: dict[str, Any]
     scores: dict[str, Any]
@@ -123,7 +114,7 @@ def write_run(run: RunOutputs, save_model: Callable[[Path], None], out: Path, ov
         dump_config(config.model_copy(update={"output_dir": str(out)}), folder / "config.yaml")
         write_training_log(log, folder)
         write_json(folder / "metrics.json", run.metrics)
-        headline = run.sets.headline
+        headline = run.sets.headline or ""
         details = {"base model": config.model_name, "recipe": run.recipe, "pairs": run.pairs.source or "-",
                    "test sets": ", ".join(f"{name} ({len(frame)})" for name, frame in
                                           ([("tickets", run.sets.tickets)] if run.sets.tickets is not None else [])
@@ -147,7 +138,7 @@ def write_run(run: RunOutputs, save_model: Callable[[Path], None], out: Path, ov
     return TrainResult(out, run.metrics, log, config, files, {name: s["model"] for name, s in run.scores.items()})
 
 
-def calibrate_run(model, config: TrainConfig, pairs: TrainingPairs, show: bool) -> Calibration | None:
+def calibrate_run(model, config: TrainConfig, pairs: TrainingData, show: bool) -> Calibration | None:
     """The tuned model's calibrated tiers from the held-out tickets (calibration.py); None without them. `model` is
     anything with SentenceTransformer's `encode` (the head stage passes its cached encoder). A split on which no
     calibration can be fitted (every result of one group) leaves the model without one, with a note."""

@@ -22,6 +22,7 @@ process trains (data parallel) and only rank 0 writes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import time
@@ -48,28 +49,19 @@ from tickettune.evaluation.report import fmt
 from tickettune.training.checkpoints import RUN_FILE, prepare_workdir, run_fingerprint
 from tickettune.training.config import TrainConfig
 from tickettune.training.dataset import (
-    TrainingPairs,
+    TrainingData,
     assign_phases,
-    check_leakage,
     eval_tickets,
     load_pairs,
     phase_epochs,
+    refuse_test_texts_in_training,
 )
 from tickettune.training.feedback_pairs import add_feedback
 from tickettune.training.groups import HARD_SHARE, GroupPool, plan_group_batches
 from tickettune.training.lora import add_lora, parameter_counts
 from tickettune.training.loss_registry import loss_spec
-from tickettune.training.losses import (
-    build_loss,
-    loss_columns,
-)
-from tickettune.training.outputs import (
-    RunOutputs,
-    TrainResult,
-    calibrate_run,
-    scored_sets,
-    write_run,
-)
+from tickettune.training.losses import build_loss, loss_columns
+from tickettune.training.outputs import RunOutputs, TrainResult, calibrate_run, scored_sets, write_run
 from tickettune.training.schedule import Plan, plan_batches, plan_scheduler
 from tickettune.training.trainer import (
     BestModel,
@@ -139,7 +131,7 @@ class PreparedRun:
     plan: Plan
 
 
-def _group_rows(config: TrainConfig, pairs: TrainingPairs, model, world_size: int) -> tuple[pd.DataFrame, list[str], Plan]:
+def _group_rows(config: TrainConfig, pairs: TrainingData, model, world_size: int) -> tuple[pd.DataFrame, list[str], Plan]:
     """Group losses: the planned batches of train tickets (groups.py) as rows in batch order."""
     if "train" not in pairs.tickets:
         raise UserError(f"loss {config.loss} trains on tickets and their groups, and {pairs.source or 'the pairs'} has "
@@ -159,7 +151,7 @@ def _group_rows(config: TrainConfig, pairs: TrainingPairs, model, world_size: in
     return frame, (["anchor", "positive"] if one_per_group else ["text", "label"]), plan
 
 
-def prepare_run(config: TrainConfig, pairs: TrainingPairs, phases: str, world_size: int = 1) -> PreparedRun:
+def prepare_run(config: TrainConfig, pairs: TrainingData, phases: str, world_size: int = 1) -> PreparedRun:
     """What `train` and `estimate` both need (see PreparedRun), from the untuned model."""
     from tickettune.core.models import load_model
 
@@ -206,7 +198,7 @@ def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phase
                         "--preset recommended-pairs (or --set stage=encoder --set loss=cosent)")
 
 
-def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
+def train(config: TrainConfig, pairs: TrainingData | str | Path, out: str | Path, overwrite: bool = False,
           resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
           show_progress: bool = True,
           on_evaluate: Callable[[int, dict[str, float]], bool] | None = None) -> TrainResult:
@@ -222,7 +214,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
         >>> result.metrics["retrieval"]["change"]["precision@10_ci95"]              # doctest: +SKIP
         [0.012, 0.031]
 
-    pairs: TrainingPairs, or a directory made by `tickettune pairs`.
+    pairs: TrainingData, or a directory made by `tickettune pairs`.
     phases: keep the train pairs' phases (one phase when they have none), `single`, or `difficulty`
     (easy/medium/hard as `tickettune pairs` assigns them: terciles of the base model's difficulty per label).
     resume: continue the interrupted run of the same OUT from its last checkpoint.
@@ -241,13 +233,13 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     transformers.utils.logging.set_verbosity_error()
     out = Path(out)
     check_output_dir(out, overwrite)
-    pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
+    pairs = pairs if isinstance(pairs, TrainingData) else load_pairs(pairs)
     if config.mask_pii:  # before anything reads, stores or shows a text
         pairs = pairs.masked()
     if merge and not config.use_lora:
         raise UserError("--merge folds a LoRA adapter into the model, but use_lora is false (the model is already full)")
     if not allow_leakage:
-        check_leakage(pairs)
+        refuse_test_texts_in_training(pairs)
     world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     show = show_progress and rank == 0
 
@@ -300,7 +292,11 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
                update_scale=choose_update_scale(model, untuned, config, evaluator, log, show))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Leave the process group together: a rank that exits while others still hold it aborts
-        # in gloo's threads ("terminate called without an active exception").
+        # in gloo's threads ("terminate called without an active exception"). Free the trainer first: its DDP
+        # reducer holds the group too, and a reducer freed after the other ranks have gone (rank 0 writes the
+        # outputs first) joins gloo threads that wait for them forever (seen here as a hung test).
+        del trainer
+        gc.collect()
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if rank != 0:
@@ -310,7 +306,7 @@ def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Pat
     return _write_outputs(model, config, replace(pairs, train=run.train_pairs), trained, log, out, overwrite, merge, show)
 
 
-def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd.DataFrame, log: dict[str, Any],
+def _write_outputs(model, config: TrainConfig, pairs: TrainingData, trained: pd.DataFrame, log: dict[str, Any],
                    out: Path, overwrite: bool, merge: bool, show: bool) -> TrainResult:
     """Rank 0 after training: judge the tuned weights against the untuned model, then write OUT (write_run)."""
     from tickettune.core.models import load_model
@@ -335,7 +331,10 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
         leakage.write_training_texts(folder / "model", trained)
         if merge:
             merged = load_model(str(folder / "model"))
-            merge_adapter(merged, adapter_folder(folder / "model"))
+            adapter = adapter_folder(folder / "model")
+            if adapter is None:
+                raise UserError("--merge: the trained model has no LoRA adapter to merge (a full fine-tune needs none)")
+            merge_adapter(merged, adapter)
             merged.save_pretrained(str(folder / "model-merged"))
             leakage.write_training_texts(folder / "model-merged", trained)
             if calibration is not None:
@@ -350,7 +349,7 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
                      save, out, overwrite)
 
 
-def _with_feedback(data: TrainingPairs, feedback: Path, config: TrainConfig) -> TrainingPairs:
+def _with_feedback(data: TrainingData, feedback: Path, config: TrainConfig) -> TrainingData:
     data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
     say(f"feedback: {note}")
     return data

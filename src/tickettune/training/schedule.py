@@ -232,6 +232,7 @@ def plan_batches(phase_rows: dict[str, np.ndarray], phase_epochs: dict[str, floa
         units = [("mixed", sum(e for _, e, _ in units), [rng.permutation(pool)])]
     global_batch = batch_size * world_size
     plan = Plan(batches=[], phases=[], world_size=world_size, accumulation=accumulation)
+    per_process: list[np.ndarray] = []
     step = 0
     for name, epochs, passes in units:
         count = 0
@@ -239,12 +240,12 @@ def plan_batches(phase_rows: dict[str, np.ndarray], phase_epochs: dict[str, floa
             batches, dropped = batch_pass(order, global_batch, accumulation, world_size, rng, lengths, texts)
             plan.dropped += dropped
             for batch in batches:
-                plan.batches.extend(np.array_split(np.asarray(batch), world_size))
+                per_process.extend(np.array_split(np.asarray(batch), world_size))
             count += len(batches)
         steps = count // accumulation
         plan.phases.append(Phase(name, step, step + steps, epochs, sum(len(p) for p in passes)))
         step += steps
-    plan.batches = [b.tolist() for b in plan.batches]
+    plan.batches = [b.tolist() for b in per_process]
     return plan
 
 

@@ -31,12 +31,7 @@ from tickettune.core.textio import table_sha256
 from tickettune.data.pairs_io import PHASES
 from tickettune.evaluation.report import fmt
 from tickettune.training.config import SCHEDULERS, TrainConfig, dump_config, make_config
-from tickettune.training.dataset import (
-    SINGLE_PHASE,
-    TrainingPairs,
-    check_leakage,
-    load_pairs,
-)
+from tickettune.training.dataset import SINGLE_PHASE, TrainingData, load_pairs, refuse_test_texts_in_training
 from tickettune.training.run import train
 
 INSTALL = "pip install 'tickettune[sweep]'"
@@ -109,7 +104,7 @@ def train_phases(train_pairs: pd.DataFrame) -> list[str]:
     return [p for p in PHASES if p in present] or [SINGLE_PHASE]
 
 
-def default_eval_steps(pairs: TrainingPairs, config: TrainConfig, phases: list[str]) -> int:
+def default_eval_steps(pairs: TrainingData, config: TrainConfig, phases: list[str]) -> int:
     """Steps of one epoch of one phase (pair losses): evaluating on this common grid lets the pruner
     compare trials at the same step even when their phases end at different steps."""
     per_step = config.batch_size * config.gradient_accumulation_steps
@@ -165,14 +160,14 @@ def open_storage(url: str, attempts: int = 6):
 class Sweep:
     """An Optuna study over `space` around the `base` config, trained on `pairs`, stored at `storage`.
 
-    base: TrainConfig (model, batch size and every knob not drawn). pairs: TrainingPairs or a
+    base: TrainConfig (model, batch size and every knob not drawn). pairs: TrainingData or a
     directory made by `tickettune pairs`. storage: SQLAlchemy URL shared by all workers. out: keep
     each trial's run in OUT/STUDY/trial-NNNN (default: a temporary folder, deleted after the trial).
     pruner: an Optuna pruner (default MedianPruner). Unless base.eval_steps is set, trials are
     evaluated every `default_eval_steps` steps so that they can be compared step by step.
     """
 
-    def __init__(self, base: TrainConfig, pairs: TrainingPairs | str | Path, storage: str, study_name: str = "tickettune",
+    def __init__(self, base: TrainConfig, pairs: TrainingData | str | Path, storage: str, study_name: str = "tickettune",
                  space: SearchSpace | None = None, out: str | Path | None = None, pruner=None,
                  allow_leakage: bool = False) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -181,9 +176,9 @@ class Sweep:
             raise UserError("sweep searches the encoder stage's knobs (lr, epochs, LoRA rank, loss, schedule), and the "
                             "base recipe trains a head; pass --preset recommended-lora or --set stage=encoder")
         optuna = _optuna()
-        self.pairs = pairs if isinstance(pairs, TrainingPairs) else load_pairs(pairs)
+        self.pairs = pairs if isinstance(pairs, TrainingData) else load_pairs(pairs)
         if not allow_leakage:
-            check_leakage(self.pairs, "sweep")
+            refuse_test_texts_in_training(self.pairs, "sweep")
         self.allow_leakage = allow_leakage
         self.space = space or SearchSpace()
         self.phases = train_phases(self.pairs.train)

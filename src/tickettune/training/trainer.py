@@ -21,10 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from sentence_transformers import (
-    SentenceTransformerTrainer,
-    SentenceTransformerTrainingArguments,
-)
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.evaluation import BaseEvaluator
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -76,7 +73,8 @@ class PairEvaluator(BaseEvaluator):
         self.pairs = pairs.reset_index(drop=True)
         self.labels = self.pairs["label"].to_numpy(float)
         self.tickets = None if tickets is None else tickets.reset_index(drop=True)
-        self.queries = None if tickets is None else query_rows(self.tickets["group"], queries, seed)
+        self.queries = (np.zeros(0, dtype=np.int64) if self.tickets is None
+                        else query_rows(self.tickets["group"], queries, seed))
         self.primary_metric = metric
         self.folds = folds
         self.seed = seed
@@ -243,14 +241,17 @@ class CurriculumTrainer(SentenceTransformerTrainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            self.lr_scheduler = self.schedule(optimizer or self.optimizer)
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            if optimizer is None:
+                raise RuntimeError("the trainer makes its optimizer before its scheduler")
+            self.lr_scheduler = self.schedule(optimizer)
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
     def _save_checkpoint(self, model, trial) -> None:
         # Written before the trainer state, so a checkpoint with trainer_state.json always has it.
         if self.args.should_save:
-            self.best.save(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
+            self.best.save(Path(self.args.output_dir or ".") / f"checkpoint-{self.state.global_step}")
         super()._save_checkpoint(model, trial)
 
 
@@ -388,7 +389,9 @@ def training_dataset(frame: pd.DataFrame, columns: list[str]):
 
 def training_arguments(config: TrainConfig, plan: Plan, work: Path, eval_on_start: bool):
     """The trainer's arguments for a planned run: the plan's batches, checkpoints under work/, no own schedule."""
-    saving = {"save_strategy": "steps", "save_steps": config.save_steps} if config.save_steps else {"save_strategy": "no"}
+    saving: dict[str, Any] = ({"save_strategy": "steps", "save_steps": config.save_steps} if config.save_steps
+                              else {"save_strategy": "no"})
+    precision: dict[str, Any] = precision_flags(config.mixed_precision)
     return SentenceTransformerTrainingArguments(
         output_dir=str(work / CHECKPOINTS),
         num_train_epochs=1,
@@ -401,7 +404,8 @@ def training_arguments(config: TrainConfig, plan: Plan, work: Path, eval_on_star
         weight_decay=config.weight_decay,
         seed=config.seed,
         data_seed=config.seed,
-        batch_sampler=PlannedBatchSampler(plan.batches),
+        # A sampler instance is what the trainer calls; the arguments' annotation names only its own kinds.
+        batch_sampler=PlannedBatchSampler(plan.batches),  # type: ignore[arg-type]
         eval_strategy="steps" if config.eval_steps else "no",
         eval_steps=config.eval_steps,
         # The untuned model's eval score is the bar to beat and the log's start; not again on resume.
@@ -415,5 +419,5 @@ def training_arguments(config: TrainConfig, plan: Plan, work: Path, eval_on_star
         # accelerate only runs torchrun processes as multi-CPU (gloo) when told it is on CPU.
         use_cpu=not torch.cuda.is_available(),
         **saving,
-        **precision_flags(config.mixed_precision),
+        **precision,
     )
