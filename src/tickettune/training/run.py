@@ -198,7 +198,7 @@ def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phase
                         "--preset recommended-pairs (or --set stage=encoder --set loss=cosent)")
 
 
-def train(config: TrainConfig, pairs: TrainingData | str | Path, out: str | Path, overwrite: bool = False,
+def train(config: TrainConfig, pairs: TrainingData | str | Path, out: str | Path, *, overwrite: bool = False,
           resume: bool = False, merge: bool = False, allow_leakage: bool = False, phases: str = "keep",
           show_progress: bool = True,
           on_evaluate: Callable[[int, dict[str, float]], bool] | None = None) -> TrainResult:
@@ -244,8 +244,29 @@ def train(config: TrainConfig, pairs: TrainingData | str | Path, out: str | Path
     show = show_progress and rank == 0
 
     run = prepare_run(config, pairs, phases, world_size)
+    log = _fit(config, run, partial_dir(out), resume=resume, overwrite=overwrite, world_size=world_size, rank=rank,
+               show=show, on_evaluate=on_evaluate)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave the process group together: a rank that exits while others still hold it aborts in gloo's threads
+        # ("terminate called without an active exception"). _fit's trainer, whose DDP reducer also holds the
+        # group, is gone by now: a reducer freed after the other ranks have left (rank 0 writes the outputs
+        # first) joins gloo threads that wait for them forever (seen here as a hung test).
+        gc.collect()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return TrainResult(out, {}, log, config)
+    # The report's per-phase statistics need the phases training used, also when they were assigned here.
+    trained = run.frame if loss_spec(config.loss).trains_on == "tickets" else run.train_pairs
+    return _write_outputs(run.model, config, replace(pairs, train=run.train_pairs), trained, log, out,
+                          overwrite=overwrite, merge=merge, show=show)
+
+
+def _fit(config: TrainConfig, run: PreparedRun, work: Path, *, resume: bool, overwrite: bool, world_size: int,
+         rank: int, show: bool, on_evaluate: Callable[[int, dict[str, float]], bool] | None) -> dict[str, Any]:
+    """Add LoRA (or not), train the planned batches with checkpoints under `work`, restore the best weights and
+    choose the update scale; returns the training log. The model is changed in place."""
     model, evaluator, frame, columns, plan = run.model, run.evaluator, run.frame, run.columns, run.plan
-    work = partial_dir(out)
     fingerprint = run_fingerprint(config, frame, world_size)
     checkpoint = prepare_workdir(work, fingerprint, resume, overwrite)
 
@@ -290,24 +311,11 @@ def train(config: TrainConfig, pairs: TrainingData | str | Path, out: str | Path
                restored="best" if config.save_best_model else "last", world_size=world_size,
                stopped_at_step=stopper.stopped_at if stopper else None,
                update_scale=choose_update_scale(model, untuned, config, evaluator, log, show))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # Leave the process group together: a rank that exits while others still hold it aborts
-        # in gloo's threads ("terminate called without an active exception"). Free the trainer first: its DDP
-        # reducer holds the group too, and a reducer freed after the other ranks have gone (rank 0 writes the
-        # outputs first) joins gloo threads that wait for them forever (seen here as a hung test).
-        del trainer
-        gc.collect()
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    if rank != 0:
-        return TrainResult(out, {}, log, config)
-    # The report's per-phase statistics need the phases training used, also when they were assigned here.
-    trained = frame if loss_spec(config.loss).trains_on == "tickets" else run.train_pairs
-    return _write_outputs(model, config, replace(pairs, train=run.train_pairs), trained, log, out, overwrite, merge, show)
+    return log
 
 
 def _write_outputs(model, config: TrainConfig, pairs: TrainingData, trained: pd.DataFrame, log: dict[str, Any],
-                   out: Path, overwrite: bool, merge: bool, show: bool) -> TrainResult:
+                   out: Path, *, overwrite: bool, merge: bool, show: bool) -> TrainResult:
     """Rank 0 after training: judge the tuned weights against the untuned model, then write OUT (write_run)."""
     from tickettune.core.models import load_model
     from tickettune.training.export import adapter_folder, merge_adapter
