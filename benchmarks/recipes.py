@@ -189,7 +189,7 @@ def update_scale_sweep(run: dict, pairs: TrainingData, sts_test, seed: int) -> t
             for name, param in model.named_parameters():
                 if name in saved:
                     param.copy_(saved[name] * (scale / chosen))
-        results, _ = judge(model, base, sets, run["config"].retrieval_queries, resamples=1000, seed=seed)
+        results, _ = judge(model, base, sets, queries=run["config"].retrieval_queries, resamples=1000, seed=seed)
         sts = spearman_of(sts_test["label"].to_numpy(float), pair_scores(model, sts_test))
         rows.append([f"{scale:g}",
                      _cell(results["retrieval"], "precision@10"), _cell(results["retrieval"], "mrr@10"),
@@ -226,7 +226,7 @@ def head_scale_sweep(run: dict, pairs: TrainingData, sts_test, seed: int) -> tup
     rows = []
     for scale in HEAD_SCALES:
         tuned = HeadEncoder(encoder, trained.scaled(scale))
-        results, _ = judge(tuned, encoder, sets, config.retrieval_queries, resamples=1000, seed=seed)
+        results, _ = judge(tuned, encoder, sets, queries=config.retrieval_queries, resamples=1000, seed=seed)
         vectors = encode_texts(tuned, texts_of([sts_test], None))
         sts = spearman_of(sts_test["label"].to_numpy(float), pair_cosines(vectors, sts_test))
         rows.append([f"{scale:g}" + (" (chosen on eval)" if scale == chosen else ""),

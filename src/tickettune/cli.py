@@ -511,7 +511,7 @@ def demo(
     config = resolve_config(preset, sets=[f"seed={seed}", *(sets or [])], model_name=model)
     check_output_dir(out, overwrite)
     started = time.perf_counter()
-    result = run_demo(config, out, overwrite, seed=seed, say=console.print)
+    result = run_demo(config, out, overwrite=overwrite, seed=seed, say=console.print)
     _print_results(result.metrics, about=": untuned vs fine-tuned")
     search = result.metrics.get("retrieval")
     if search is not None:

@@ -29,7 +29,7 @@ class DemoSize:
     train_tickets: int = 600  # group losses: tickets trained on (of ~1,400), so that training takes ~2 minutes
 
 
-def run_demo(config: TrainConfig, out: Path, overwrite: bool = False, size: DemoSize = DemoSize(), seed: int = 0,
+def run_demo(config: TrainConfig, out: Path, *, overwrite: bool = False, size: DemoSize = DemoSize(), seed: int = 0,
              say=print):
     from tickettune.data.pairs import PairOptions, build_pairs, summary_tables, write_pair_dir
     from tickettune.data.sample import generate_sample, write_sample

@@ -117,7 +117,7 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, folds: int = 5, seed
 
 
 def paired_bootstrap_ci(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarray,
-                        metric: Callable[[np.ndarray, np.ndarray], float], resamples: int = 1000,
+                        metric: Callable[[np.ndarray, np.ndarray], float], *, resamples: int = 1000,
                         seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap 95% interval of metric(model) - metric(base), resampling the same pairs for both models
     (scipy.stats.bootstrap, paired). NaN when some resample leaves the metric undefined (too few pairs of a class)."""
@@ -132,7 +132,7 @@ def paired_bootstrap_ci(labels: np.ndarray, scores_model: np.ndarray, scores_bas
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def compare(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarray | None, folds: int = 5,
+def compare(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarray | None, *, folds: int = 5,
             resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The `{"model", "baseline", "change"}` result that `evaluate --json` writes."""
     labels = np.asarray(labels, dtype=float)
@@ -145,13 +145,13 @@ def compare(labels: np.ndarray, scores_model: np.ndarray, scores_base: np.ndarra
         new, old = result["model"][key], result["baseline"][key]
         change[key] = new - old
         change[f"{key}_pct"] = (new - old) / abs(old) * 100 if old else math.nan
-    change["spearman_ci95"] = list(paired_bootstrap_ci(labels, scores_model, scores_base, spearman_of, resamples, seed))
-    change["roc_auc_ci95"] = list(paired_bootstrap_ci(labels, scores_model, scores_base, roc_auc_of, resamples, seed))
+    for key, metric in (("spearman_ci95", spearman_of), ("roc_auc_ci95", roc_auc_of)):
+        change[key] = list(paired_bootstrap_ci(labels, scores_model, scores_base, metric, resamples=resamples, seed=seed))
     # The same k-fold procedure on each resample (same folds for both models), so the interval is of the
     # change in the F1 (CV) that the table shows.
     change["f1_ci95"] = list(paired_bootstrap_ci(
         labels, scores_model, scores_base, lambda truth, s: cv_threshold_metrics(binary(truth), s, folds, seed)["f1_cv"],
-        resamples, seed))
+        resamples=resamples, seed=seed))
     result["change"] = change
     return result
 
@@ -203,7 +203,7 @@ def texts_of(pairs: list[pd.DataFrame], tickets: pd.DataFrame | None) -> list[st
         ([] if tickets is None else list(tickets["text"]))
 
 
-def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: int = 5, resamples: int = 1000,
+def judge(model, baseline, sets: TestSets, *, queries: int | None = 1000, folds: int = 5, resamples: int = 1000,
           seed: int = 0, batch_size: int = 64, show_progress: bool = False
           ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Score `model` (and `baseline`, loaded models or None) on every set; returns each set's
@@ -227,7 +227,7 @@ def judge(model, baseline, sets: TestSets, queries: int | None = 1000, folds: in
     for name, pairs in sets.pairs.items():
         scores[name] = {side: pair_cosines(v, pairs) for side, v in vectors.items()}
         results[name] = compare(pairs["label"].to_numpy(float), scores[name]["model"], scores[name].get("baseline"),
-                                folds, resamples, seed)
+                                folds=folds, resamples=resamples, seed=seed)
     return results, scores
 
 
@@ -260,7 +260,7 @@ def test_sets_from(pairs: str | Path | None = None, tickets: pd.DataFrame | None
     return TestSets(tickets, sets, dict(probes or {}))
 
 
-def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = None, max_seq_length: int | None = None,
+def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = None, *, max_seq_length: int | None = None,
                    queries: int | None = 1000, folds: int = 5, resamples: int = 1000, seed: int = 0,
                    batch_size: int = 64, model=None, show_progress: bool = False):
     """Load the model (and baseline) and `judge` them on the sets: each set's comparison and the raw scores.
@@ -274,7 +274,8 @@ def evaluate_model(sets: TestSets, model_name: str, baseline_name: str | None = 
 
     model = model if model is not None else load_model(model_name, max_seq_length)
     base = load_model(baseline_name, max_seq_length) if baseline_name else None
-    return judge(model, base, sets, queries, folds, resamples, seed, batch_size, show_progress)
+    return judge(model, base, sets, queries=queries, folds=folds, resamples=resamples, seed=seed, batch_size=batch_size,
+                 show_progress=show_progress)
 
 
 def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str | Path | None = None,
@@ -316,7 +317,8 @@ def run_evaluation(model: str, *, pairs: str | Path | None = None, tickets: str 
             raise UserError("--calibrate fits the tiers on --tickets FILE and writes calibration.json into the model "
                             "folder; pass --tickets and a model folder (e.g. OUT/model)")
         loaded = load_model(model, max_seq_length)
-    results, scores = evaluate_model(sets, model, baseline, max_seq_length, queries, folds, resamples, seed,
+    results, scores = evaluate_model(sets, model, baseline, max_seq_length=max_seq_length, queries=queries, folds=folds,
+                                     resamples=resamples, seed=seed,
                                      model=loaded)
     if loaded is not None:
         from tickettune.evaluation.calibration import calibrate_model, calibration_lines

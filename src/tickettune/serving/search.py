@@ -67,7 +67,7 @@ class SearchResult:
     n_matching: Optional[int] = None  # tickets passing the filters, when there were filters
 
 
-def similar_tickets(tickets: pd.DataFrame, model: str, query: Optional[str] = None, ticket: Optional[str] = None,
+def similar_tickets(tickets: pd.DataFrame, model: str, *, query: Optional[str] = None, ticket: Optional[str] = None,
                     k: int = 10, threshold: Optional[float] = None, cache_dir: Optional[Path] = None,
                     backend: str = "auto", model_backend: str = "auto", onnx_file: Optional[str] = None,
                     filters=None) -> SearchResult:

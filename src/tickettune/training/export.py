@@ -120,7 +120,7 @@ def min_cosine(reference: np.ndarray, model) -> float:
     return float(np.min(np.einsum("ij,ij->i", reference, other)))
 
 
-def export_model(model: str, out: Path, merge: bool = True, onnx: bool = False, quantize: Optional[str] = None,
+def export_model(model: str, out: Path, *, merge: bool = True, onnx: bool = False, quantize: Optional[str] = None,
                  overwrite: bool = False) -> ExportResult:
     """Export `model` (folder or name) to `out`: merged PyTorch weights (`merge`), ONNX (`onnx`), int8 (`quantize`).
 

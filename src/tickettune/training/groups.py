@@ -120,7 +120,7 @@ def pair_batch(pool: GroupPool, size: int, rng: np.random.Generator, hard: bool)
     return pairs
 
 
-def plan_group_batches(pool: GroupPool, phase_epochs: dict[str, float], batch_size: int, groups_per_batch: int,
+def plan_group_batches(pool: GroupPool, phase_epochs: dict[str, float], *, batch_size: int, groups_per_batch: int,
                        one_per_group: bool, seed: int, curriculum: bool = True, world_size: int = 1,
                        accumulation: int = 1) -> tuple[pd.DataFrame, Plan]:
     """Plan a whole run of group batches; returns the rows in batch order and the Plan over them.

@@ -257,8 +257,8 @@ def train_head(config: TrainConfig, pairs: TrainingData | str | Path, out: str |
     if show:
         say(f"scoring {scored_sets(sets)}")
     tuned = HeadEncoder(encoder, head)
-    metrics, scores = judge(tuned, encoder, sets, config.retrieval_queries, config.threshold_cv_folds,
-                            config.bootstrap_resamples, config.seed)
+    metrics, scores = judge(tuned, encoder, sets, queries=config.retrieval_queries,
+                            folds=config.threshold_cv_folds, resamples=config.bootstrap_resamples, seed=config.seed)
     log["run_seconds"] = round(time.perf_counter() - started, 1)
     model = head_model(base, head)
     model.model_card_data.add_tags(["tickettune", "linear-head"])

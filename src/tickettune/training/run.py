@@ -104,8 +104,9 @@ def plan_rows(frame: pd.DataFrame, columns: list[str], epochs: dict[str, float],
         text_columns = [c for c in columns if c != "label"]
         texts = [tuple(row) for row in frame[text_columns].itertuples(index=False)]
     lengths = row_lengths(model, frame, columns, config.max_seq_length) if config.length_grouped_batches else None
-    return plan_batches(rows, epochs, config.batch_size, config.seed, config.curriculum, world_size,
-                        config.gradient_accumulation_steps, lengths, texts)
+    return plan_batches(rows, epochs, config.batch_size, config.seed, curriculum=config.curriculum,
+                        world_size=world_size, accumulation=config.gradient_accumulation_steps, lengths=lengths,
+                        texts=texts)
 
 
 def _announcement(config: TrainConfig, plan: Plan, trainable: int, total: int, checkpoint: Path | None) -> str:
@@ -146,8 +147,10 @@ def _group_rows(config: TrainConfig, pairs: TrainingData, model, world_size: int
     if hard:  # the untuned model's view of the pool, to draw confusable tickets together
         pool.vectors = model.encode(list(pool.text), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     one_per_group = loss_spec(config.loss).kind == "group_pairs"
-    frame, plan = plan_group_batches(pool, epochs, config.batch_size, config.groups_per_batch, one_per_group,
-                                     config.seed, config.curriculum, world_size, config.gradient_accumulation_steps)
+    frame, plan = plan_group_batches(pool, epochs, batch_size=config.batch_size,
+                                     groups_per_batch=config.groups_per_batch, one_per_group=one_per_group,
+                                     seed=config.seed, curriculum=config.curriculum, world_size=world_size,
+                                     accumulation=config.gradient_accumulation_steps)
     return frame, (["anchor", "positive"] if one_per_group else ["text", "label"]), plan
 
 
@@ -171,7 +174,7 @@ def prepare_run(config: TrainConfig, pairs: TrainingData, phases: str, world_siz
                        plan_rows(frame, columns, epochs, config, model, world_size))
 
 
-def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list[str], plan: Plan, args,
+def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list[str], plan: Plan, args, *,
                   callbacks: list | None = None, evaluator: PairEvaluator | None = None,
                   best: BestModel | None = None) -> CurriculumTrainer:
     """The trainer `train` runs and `estimate` times: the config's loss over the plan's batches of `frame`'s
@@ -328,8 +331,8 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingData, trained: pd.
             say(f"note: no training step beat the untuned model on eval {config.eval_metric}, so the saved model "
                  "equals it; try another lr, loss or more epochs")
     base = load_model(config.model_name, config.max_seq_length)
-    metrics, scores = judge(model, base, sets, config.retrieval_queries, config.threshold_cv_folds,
-                            config.bootstrap_resamples, config.seed)
+    metrics, scores = judge(model, base, sets, queries=config.retrieval_queries,
+                            folds=config.threshold_cv_folds, resamples=config.bootstrap_resamples, seed=config.seed)
     del base
     calibration = calibrate_run(model, config, pairs, show)
     model.model_card_data.add_tags(["tickettune", "curriculum-learning"] + (["lora"] if config.use_lora else []))

@@ -209,7 +209,7 @@ def batch_pass(order: np.ndarray, global_batch: int, multiple: int, minimum: int
 
 
 def plan_batches(phase_rows: dict[str, np.ndarray], phase_epochs: dict[str, float], batch_size: int,
-                 seed: int, curriculum: bool = True, world_size: int = 1, accumulation: int = 1,
+                 seed: int, *, curriculum: bool = True, world_size: int = 1, accumulation: int = 1,
                  lengths: np.ndarray | None = None, texts: Sequence[tuple[str, ...]] | None = None) -> Plan:
     """Plan a whole run.
 
