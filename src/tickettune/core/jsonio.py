@@ -1,4 +1,4 @@
-"""JSON written so that NaN becomes null and a reader never sees half a file."""
+"""JSON written so that NaN becomes null and a reader never sees half a file; JSON read with errors that name the line."""
 
 from __future__ import annotations
 
@@ -41,3 +41,25 @@ def write_json(path: str | Path, value: Any, overwrite: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def parse_json(text: str, source: str) -> Any:
+    """A JSON document's value; malformed JSON is a UserError naming the line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{source}: malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); "
+                        "fix or re-export it") from None
+
+
+def parse_json_lines(text: str, source: str) -> list[tuple[int, Any]]:
+    """Each non-blank line of a JSONL text as (line number, value); a bad line is a UserError naming it."""
+    values = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{source}: line {number} is not valid JSON ({exc.msg}); fix or remove it") from None
+    return values

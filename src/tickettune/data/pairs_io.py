@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from tickettune.core.errors import UserError
+from tickettune.core.jsonio import parse_json, parse_json_lines
 from tickettune.core.textio import read_text_file
 
 TEXT1 = ("text1", "sentence1", "anchor", "query", "text_a")
@@ -144,11 +145,7 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
 
 
 def _read_json(text: str, source: str) -> pd.DataFrame:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{source}: malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); "
-                        "fix or re-export it") from None
+    data = parse_json(text, source)
     if isinstance(data, list):
         return records_to_frame(data, source)
     if isinstance(data, dict):
@@ -165,20 +162,8 @@ def _read_json(text: str, source: str) -> pd.DataFrame:
     raise UserError(f"{source}: expected a list of pair objects or an object of lists per phase, got {type(data).__name__}")
 
 
-def _json_lines(text: str, source: str) -> list[Any]:
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{source}: line {number} is not valid JSON ({exc.msg}); fix or remove it") from None
-    return records
-
-
 def _read_jsonl(text: str, source: str) -> pd.DataFrame:
-    return records_to_frame(_json_lines(text, source), source, record_word="line")
+    return records_to_frame([value for _, value in parse_json_lines(text, source)], source, record_word="line")
 
 
 def _read_delimited(text: str, source: str, delimiter: str) -> pd.DataFrame:
@@ -231,7 +216,7 @@ def write_tickets(frame: pd.DataFrame, path: Path) -> None:
 def read_ticket_set(path: str | Path) -> pd.DataFrame:
     """A ticket file written by `tickettune pairs` (train/eval/test_tickets.jsonl): columns text and group."""
     path = Path(path)
-    records = _json_lines(read_text_file(path), str(path))
+    records = [value for _, value in parse_json_lines(read_text_file(path), str(path))]
     for number, record in enumerate(records, start=1):
         if not isinstance(record, dict) or not all(isinstance(record.get(c), str) and record[c].strip()
                                                    for c in ("text", "group")):

@@ -16,7 +16,6 @@ import csv
 import datetime as dt
 import difflib
 import io
-import json
 import math
 import re
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tickettune.core.errors import UserError
+from tickettune.core.jsonio import parse_json, parse_json_lines
 from tickettune.core.textio import normalise_text, read_text_file
 
 # Display labels of the incident table whose normalised form differs from the field name.
@@ -177,11 +177,7 @@ def records_table(records: Any, source: str, kind: str, numbers: Sequence[int] |
 
 
 def _read_json(text: str, source: str) -> RawTable:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{source}: malformed JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); "
-                        "fix or re-export it") from None
+    data = parse_json(text, source)
     if isinstance(data, dict):
         # Table API: {"result": [...]}; the JSONv2 processor: {"records": [...]}.
         key = next((k for k in ("result", "records") if k in data), None)
@@ -192,17 +188,9 @@ def _read_json(text: str, source: str) -> RawTable:
     return records_table(data, source, "record")
 
 
-def _json_line(line: str, number: int, source: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{source}: line {number} is not valid JSON ({exc.msg}); fix or remove it") from None
-
-
 def _read_jsonl(text: str, source: str) -> RawTable:
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    records = [_json_line(line, number, source) for number, line in lines]
-    return records_table(records, source, "line", [number for number, _ in lines])
+    lines = parse_json_lines(text, source)
+    return records_table([value for _, value in lines], source, "line", [number for number, _ in lines])
 
 
 def _read_xlsx(path: Path) -> RawTable:
