@@ -42,8 +42,8 @@ def text_digest(text: str) -> bytes:
 def folder_fingerprint(folder: Path) -> str:
     """sha256 over the content hashes of a model folder's weights and configuration files (two levels deep).
 
-    Not search.model_fingerprint (size and mtime of every file): vectors outlive an index and are shared by
-    copies of a model folder, so the key is the content; and the training side does not import serving code."""
+    Not models.model_fingerprint (size and mtime of every file): vectors outlive an index and are shared by
+    copies of a model folder, so the key is the content."""
     from tickettune.core.models import file_sha256
 
     digest = hashlib.sha256()

@@ -5,7 +5,7 @@ sentence-transformers' own ONNX backend.
 An index is searched with vectors from whichever encoder serves, so each index records the probe-text
 vectors of the encoder that built it (`search.IndexCache`), and `Encoder.check_agrees` refuses, in one
 line, an encoder whose vectors differ from those (cosine below `MIN_AGREEMENT`): another model's index.
-An export folder shares the index of the model it was exported from (`search.model_fingerprint`), so a
+An export folder shares the index of the model it was exported from (`core.models.model_fingerprint`), so a
 PyTorch-built index serves the int8 encoder without encoding the tickets again.
 """
 
@@ -132,7 +132,7 @@ class Encoder:
 
     @property
     def probe(self) -> np.ndarray:
-        """This encoder's vectors of export.PROBE_TEXTS (loads the model)."""
+        """This encoder's vectors of core.models.PROBE_TEXTS (loads the model)."""
         self.load()
         if self.probe_vectors is None:
             raise RuntimeError("the encoder loaded without its probe vectors")

@@ -2,7 +2,7 @@
 what a client gets wrong (a 4xx with one line of JSON naming the field) or what goes wrong inside (a 500 with
 no detail; the traceback, never a ticket text, goes to the server log).
 
-serve.py holds the engine and the app; this holds what a client sees of it, so that each file stays readable.
+app.py holds the engine and the app; this holds what a client sees of it, so that each file stays readable.
 """
 
 from __future__ import annotations

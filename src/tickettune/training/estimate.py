@@ -1,7 +1,7 @@
 """How long `tickettune train` would take on this machine, measured rather than guessed.
 
 `estimate_run(config, pairs)` builds the plan `train` would (the same phases, epochs, loss columns,
-LoRA adapter and batches, from train.py's own functions), runs one warm-up optimizer step and K
+LoRA adapter and batches, from run.py's own functions), runs one warm-up optimizer step and K
 timed ones with the real model and loss on batches of that plan, and times one pass over the eval
 pairs. A step costs a fixed part (optimizer, data loading, per-operation overhead) plus a part that
 grows with the padded tokens of its batch, and length-grouped batches range from a few tokens to

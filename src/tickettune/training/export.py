@@ -165,7 +165,7 @@ def export_model(model: str, out: Path, *, merge: bool = True, onnx: bool = Fals
         if (source / TRAINING_TEXTS).is_file():  # the exported model was trained on the same texts
             shutil.copy2(source / TRAINING_TEXTS, tmp / TRAINING_TEXTS)
         (tmp / "export.json").write_text(json.dumps({
-            # Indexes are keyed by it (search.model_fingerprint): the exported forms share the source's.
+            # Indexes are keyed by it (core.models.model_fingerprint): the exported forms share the source's.
             "source": str(source), "source_fingerprint": model_fingerprint(source),
             "threshold": threshold, "merged_adapter": result.merged_adapter, "onnx_file": result.onnx_file,
             "quantized_file": result.quantized_file, "min_cosine_vs_source": result.cosines}, indent=2) + "\n")

@@ -13,7 +13,7 @@
    (the smaller scale on a tie);
 5. judge: tuned and untuned on the test tickets, same-problem probes and pairs, from the same cached vectors;
 6. write: the encoder's modules + Dense + Normalize as one sentence-transformers folder, checked to give the
-   head's vectors (cosine >= 0.9999 on some test texts) before OUT is written (run_outputs.write_run).
+   head's vectors (cosine >= 0.9999 on some test texts) before OUT is written (outputs.write_run).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def check_saved(folder: Path, expected: np.ndarray, texts: list[str]) -> None:
 
 def _log(fit_log: list[dict], plan: BudgetPlan, metric: str, kind: str, seconds: float, encoder: CachedEncoder,
          rate: float, lr: float) -> dict:
-    """The training log in the shape train.py's runs write (one 'step' per head epoch), plus what the budget bought."""
+    """The training log in the shape run.py's runs write (one 'step' per head epoch), plus what the budget bought."""
     scored = [e for e in fit_log if e["score"] is not None]
     best = max(scored, key=lambda e: (e["score"], -e["epoch"])) if scored else fit_log[-1]
     return {

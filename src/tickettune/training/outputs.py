@@ -1,4 +1,4 @@
-"""What every finished training run writes, whatever trained (the encoder in train.py, a head in head_training.py).
+"""What every finished training run writes, whatever trained (the encoder in run.py, a head in head_training.py).
 
     OUT/model/            the tuned model (sentence-transformers files and model card; a LoRA adapter, or the
                           encoder with a head), written by the caller's save_model

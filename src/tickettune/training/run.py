@@ -11,7 +11,7 @@ atomically:
     OUT/config.yaml       the resolved configuration
     OUT/training_log.json loss, learning rate and eval metrics per step, phase boundaries
     OUT/training_log.csv  the same per step, one row each
-    OUT/metrics.json      tuned vs untuned on each held-out set (run_outputs.py writes these and the report)
+    OUT/metrics.json      tuned vs untuned on each held-out set (outputs.py writes these and the report)
 
 With config.stage == "head" the encoder stays frozen and head_training.py trains a linear head on its cached
 vectors instead. Work happens in errors.partial_dir(OUT) (checkpoints included) and moves into place at the end,

@@ -1,6 +1,6 @@
 """The pieces sentence-transformers' trainer runs with: evaluator, best weights, callbacks, log and arguments.
 
-`train.py` composes them: a `CurriculumTrainer` (the plan's learning-rate schedule, best weights in every checkpoint)
+`run.py` composes them: a `CurriculumTrainer` (the plan's learning-rate schedule, best weights in every checkpoint)
 with a `PairEvaluator` (eval pairs, and retrieval over eval tickets), a `PhaseCallback` (evaluates at each phase
 end, keeps the best weights, a progress bar per phase) and, for sweeps, a `StopCallback`. After training,
 `choose_update_scale` scales the learned update (WiSE-FT) to the best eval value, and `training_log` turns the
