@@ -78,3 +78,9 @@ def test_private_imports_resolves_a_bare_relative_import():
     source = "from . import _helper\nfrom .. import _root\n"
     assert private_imports("tickettune.data.leakage", source, "tickettune") == [
         ("tickettune.data", "_helper", 1), ("tickettune", "_root", 2)]
+
+
+def test_private_imports_in_a_package_init_resolve_against_the_package_itself():
+    source = "from . import _helper\nfrom .core import _name\nfrom .. import _up\n"
+    assert private_imports("tickettune.data", source, "tickettune", is_package=True) == [
+        ("tickettune.data.core", "_name", 2), ("tickettune", "_up", 3)]
