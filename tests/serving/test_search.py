@@ -13,7 +13,7 @@ from _lora import build_adapter
 from tickettune.cli import main
 from tickettune.core.errors import UserError
 from tickettune.core.models import model_threshold
-from tickettune.serving import search as search_module
+from tickettune.serving import index as index_module
 from tickettune.serving.index import VectorIndex, choose_backend
 from tickettune.serving.search import read_ticket_file, similar_tickets
 
@@ -79,7 +79,7 @@ def test_cache_rebuilt_when_model_changes(trained, tiny_model, tmp_path):
 
 
 def test_cache_keeps_only_the_most_recent_indexes(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(search_module, "KEEP_INDEXES", 2)
+    monkeypatch.setattr(index_module, "KEEP_INDEXES", 2)
     tickets = sample_tickets()
     for i in range(4):
         similar_tickets(tickets.assign(text=tickets["text"] + f" v{i}"), str(trained), query="x", cache_dir=tmp_path)
@@ -122,7 +122,7 @@ def test_exact_search_worked_by_hand_pads_when_k_exceeds_the_rows():
 
 def test_auto_backend_switches_to_faiss_above_the_size_limit(monkeypatch):
     pytest.importorskip("faiss")
-    monkeypatch.setattr(search_module, "EXACT_MAX_ROWS", 100)
+    monkeypatch.setattr(index_module, "EXACT_MAX_ROWS", 100)
     assert (choose_backend(100), choose_backend(101)) == ("exact", "ivf")
     with pytest.raises(UserError, match="unknown"):
         choose_backend(10, "annoy")
