@@ -19,14 +19,18 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
-def private_imports(module: str, source: str, package: str) -> list[tuple[str, str, int]]:
-    """(imported module, name, line) for each private name `module` takes from another module of `package`."""
+def private_imports(module: str, source: str, package: str, is_package: bool = False) -> list[tuple[str, str, int]]:
+    """(imported module, name, line) for each private name `module` takes from another module of `package`.
+
+    is_package: `module` is a package's __init__, whose `from . import x` means the package itself.
+    """
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.ImportFrom):
             continue
         if node.level:  # relative: resolve against the importing module's package
-            base = module.rsplit(".", node.level)[0]
+            up = node.level - int(is_package)  # a package's `.` is itself; a module's is its package
+            base = module.rsplit(".", up)[0] if up else module
             target = f"{base}.{node.module}" if node.module else base
         else:
             target = node.module or ""
@@ -51,7 +55,8 @@ class PrivateNamesContract(Contract):
                 continue
             with open(spec.origin, encoding="utf-8") as handle:
                 source = handle.read()
-            broken += [(module, *hit) for hit in private_imports(module, source, package)]
+            is_package = spec.submodule_search_locations is not None
+            broken += [(module, *hit) for hit in private_imports(module, source, package, is_package)]
         return ContractCheck(kept=not broken, metadata={"broken": broken})
 
     def render_broken_contract(self, check: ContractCheck) -> None:

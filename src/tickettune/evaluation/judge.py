@@ -8,7 +8,10 @@ Why three metrics are counted here rather than called from scikit-learn: the F1 
 procedure on every resample, 10,000 threshold searches and held-out scorings per pair set, and the ROC-AUC interval
 2,000 ROC-AUCs. scikit-learn's input checks cost 1-6 ms a call (precision_recall_curve,
 precision_recall_fscore_support, roc_auc_score): comparing two models on 1,000 pairs took 43 s with them instead
-of 4 (benchmarks/pair_metrics.py). `best_f1_threshold`, `threshold_metrics` and `roc_auc_of` are a few lines of
+of 4 (benchmarks/pair_metrics.py). Turning its parameter validation off does not close the gap (issue 18,
+2026-12-06, 2 cores): 26.7 s with `sklearn.config_context(skip_parameter_validation=True)`, 29.5 s without, 3.4 s
+here, same figures to 3e-14 (benchmarks/RESULTS.md, "Pair metrics"); the time is in the functions' own work on
+each call, not only in the checks. `best_f1_threshold`, `threshold_metrics` and `roc_auc_of` are a few lines of
 numpy each, and tests check them against those functions.
 """
 

@@ -4,7 +4,7 @@
 Written over httpx rather than ServiceNow's own client, pysnc (1.2.1 on PyPI): pysnc pages by
 `sysparm_offset`, which skips a record each time one already read changes (it moves to the end of the
 order and every unread record shifts back past the offset: what admins report of offset paging on a live
-table; tests/test_pull.py shows it on the stand-in, benchmarks/pull.py counts it at scale), and its retries
+table; tests/sources/test_pull.py shows it on the stand-in, benchmarks/pull.py counts it at scale), and its retries
 are urllib3's, a fixed count with no say over how long an instance may ask it to wait. What a reader of a
 live table needs is small enough to hold here:
 

@@ -35,7 +35,13 @@ def _complete_checkpoints(folder: Path) -> list[Path]:
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint under folder, checked for damage (UserError if damaged)."""
+    """The newest complete checkpoint under folder, checked for damage (UserError if damaged).
+
+    Not transformers' `trainer_utils.get_last_checkpoint` (5.x): it returns the highest-numbered `checkpoint-N`
+    folder whether or not its trainer_state.json was written, so a run killed while saving would resume from the
+    half-written one (checkpoint-20 without trainer_state.json beside a complete checkpoint-10: it answers 20,
+    this 10), and it raises FileNotFoundError where no checkpoints folder exists yet (this: None).
+    """
     complete = _complete_checkpoints(folder)
     if not complete:
         return None

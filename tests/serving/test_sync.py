@@ -17,10 +17,11 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from _postgres import postgres_schema  # noqa: E402
 from test_live_tickets import CountingEncoder  # noqa: E402
-from test_pull import PASSWORD, USER, new_instance  # noqa: E402
 from test_serve import Server  # noqa: E402
+
+from _postgres import postgres_schema  # noqa: E402
+from _standin import PASSWORD, USER, new_instance  # noqa: E402
 from tickettune.serving.live_tickets import LiveTickets  # noqa: E402
 from tickettune.serving.search import read_ticket_file  # noqa: E402
 from tickettune.serving.store import Store  # noqa: E402

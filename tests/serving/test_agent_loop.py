@@ -13,6 +13,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from test_serve import Server, launch_browser, one_line_error  # noqa: E402
+
 from tickettune.cli import main  # noqa: E402
 
 OUTAGE = ["Exchange Online outage: Outlook cannot connect, error 0x800CCC0E",

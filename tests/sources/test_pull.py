@@ -21,21 +21,13 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 import tickettune  # noqa: E402
+from _standin import PASSWORD, USER, new_instance  # noqa: E402
 from tickettune.cli import main  # noqa: E402
 from tickettune.core.errors import UserError  # noqa: E402
 from tickettune.data.tickets import read_tickets  # noqa: E402
 from tickettune.sources.pull import Source, fetch_changes  # noqa: E402
 from tickettune.sources.servicenow import Credentials, TableClient, keyset_query  # noqa: E402
-from tickettune.sources.servicenow_standin import Instance, StandinServer, make_incidents  # noqa: E402
-
-USER, PASSWORD = "svc_tickettune", "s3cret-pw"
-
-
-def new_instance(n: int = 250, same_second: int = 1) -> Instance:
-    instance = Instance(users={USER: PASSWORD}, oauth_clients={"client-1": "client-secret"})
-    instance.add_groups(["Network", "Service Desk", "Desktop"])
-    instance.add_incidents(make_incidents(n, instance.group_ids, same_second=same_second))
-    return instance
+from tickettune.sources.servicenow_standin import StandinServer, make_incidents  # noqa: E402
 
 
 @pytest.fixture
