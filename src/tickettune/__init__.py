@@ -15,7 +15,7 @@ from typing import Any
 
 from tickettune import _moved
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # name -> the module it lives in; one line per stage of the pipeline, in its order.
 _API = {
