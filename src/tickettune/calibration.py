@@ -253,8 +253,9 @@ def measure(calibration: Calibration, scores: np.ndarray, same: np.ndarray) -> d
 
 def calibrate(fit: tuple[np.ndarray, Sequence[Any]], check: Optional[tuple[np.ndarray, Sequence[Any]]] = None, *,
               targets: dict[str, float] = DEFAULT_TARGETS, source: str = "", queries: Optional[int] = 2000,
-              seed: int = 0) -> Calibration:
-    """Fit on one held-out ticket set (unit vectors, groups) and measure on another when given.
+              seed: int = 0, **fit_options) -> Calibration:
+    """Fit on one held-out ticket set (unit vectors, groups) and measure on another when given; `fit_options` go to
+    fit_calibration (confidence, bootstrap, min_support).
 
     Each set is searched within itself, as `evaluate --tickets` searches: every ticket is the corpus, a
     ticket whose group has another member is a query.
@@ -264,7 +265,7 @@ def calibrate(fit: tuple[np.ndarray, Sequence[Any]], check: Optional[tuple[np.nd
     vectors, groups = fit
     rows = query_rows(groups, queries, seed)
     calibration = fit_calibration(*top_results(vectors, groups, rows)[:2], targets=targets, source=source,
-                                  clusters=[groups[i] for i in rows], seed=seed)
+                                  clusters=[groups[i] for i in rows], seed=seed, **fit_options)
     if check is not None:
         vectors, groups = check
         scores, same, _ = top_results(vectors, groups, query_rows(groups, queries, seed))
