@@ -38,7 +38,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback
 
 from . import leakage
-from .feedback_training import add_feedback
+from .feedback_training import add_feedback, read_feedback
 from .checkpoints import RUN_FILE, prepare_workdir, run_fingerprint
 from .config import GROUP_LOSSES, PHASES, TrainConfig
 from .errors import UserError, check_output_dir, partial_dir
@@ -162,16 +162,11 @@ def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list
     return trainer
 
 
-def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False,
-                        feedback: bool = False) -> None:
+def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False) -> None:
     """Refuse options that mean nothing for the head stage, before any data is read."""
     if config.stage == "head" and (resume or merge or phases != "keep" or pruned):
         raise UserError("--resume, --merge, --phases and pruning are for the encoder stage; the head stage "
                         "(stage: head) trains in seconds from cached vectors and saves a standalone model")
-    if config.stage == "head" and feedback:
-        raise UserError("--feedback adds agents' verdicts as labelled pairs, which the encoder stage's pair losses "
-                        "learn from; the head stage (the recommended recipe) learns from ticket groups only; pass "
-                        "--preset recommended-pairs (or --set stage=encoder --set loss=cosent)")
 
 
 def train(config: TrainConfig, pairs: TrainingPairs | str | Path, out: str | Path, overwrite: bool = False,
@@ -318,7 +313,7 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingPairs, trained: pd
 
 
 def _with_feedback(data: TrainingPairs, feedback: Path, config: TrainConfig) -> TrainingPairs:
-    data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
+    data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss, stage=config.stage)
     say(f"feedback: {note}")
     return data
 
@@ -356,7 +351,9 @@ def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path |
                             budget_minutes=budget_minutes, tickets=tickets is not None or has_train_tickets(pairs))
     if not config.output_dir:
         raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
-    check_stage_options(config, resume=resume, merge=merge, phases=phases, feedback=feedback is not None)
+    check_stage_options(config, resume=resume, merge=merge, phases=phases)
+    if feedback is not None:
+        read_feedback(feedback)  # a missing or empty file is said before the tickets are split
     out = Path(config.output_dir)
     if tickets is None:
         data = replace(load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file),
