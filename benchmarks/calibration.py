@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--related", type=float, default=0.6)
     parser.add_argument("--only", nargs="+", default=["sample", "it", "bugs"], choices=["sample", "it", "bugs"])
     parser.add_argument("--work", default="/tmp/tickettune-calibration")
+    parser.add_argument("--confidence", type=float, default=0.95, help="the curve's one-sided lower bound; 0: the "
+                        "isotonic point estimate (what the bound costs and buys)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -140,7 +142,8 @@ def main() -> None:
         vectors = encode_texts(model, texts, show_progress=False)
         pieces = {part: (np.stack([vectors[t] for t in tickets["text"]]), list(tickets["group"]))
                   for part, tickets in sets.items()}
-        calibration = calibrate(pieces["eval"], pieces["test"], targets=targets, queries=None, seed=args.seed)
+        calibration = calibrate(pieces["eval"], pieces["test"], targets=targets, queries=None, seed=args.seed,
+                                confidence=args.confidence or None)
         seen = calibration.measured
         row = {"data": name, "held out": "eval / test of the split" if how == "split" else "halves of the groups",
                "fit / measure tickets": f"{len(sets['eval'])} / {len(sets['test'])}", "queries": seen["queries"]}
@@ -162,8 +165,10 @@ def main() -> None:
              f"{args.seed}; both cut to the same size), or, for the bug files, fitted on half the groups and "
              "measured on the other half; every ticket with another of its group is a query and its top 10 are the "
              "results. "
-             "A result's calibrated precision (the curve fitted on the fit tickets: the 95% lower bound of the "
-             "isotonic fit over 200 refits on groups drawn with replacement, not rising over the top 30 results) "
+             "A result's calibrated precision (the curve fitted on the fit tickets: "
+             + (f"the {args.confidence:.0%} lower bound of the isotonic fit over 200 refits on groups drawn with "
+                "replacement" if args.confidence else "the isotonic point estimate (`--confidence 0`)")
+             + ", not rising over the top 30 results) "
              "gives its tier: duplicate where it is at least the target. Precision: results in the tier that share "
              "the query's group (Wilson 95% interval), beside the mean calibrated precision of those results "
              "(promised); lowest quarter: the same for the tier's lowest-scoring quarter of results, where the "
