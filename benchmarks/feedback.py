@@ -67,6 +67,12 @@ def simulate_agents(model, corpus: pd.DataFrame, suggestions: int, noise: float,
     return lines
 
 
+def kept(log: dict) -> str:
+    """The head epoch (or encoder step) the run kept by eval, and the update scale it chose."""
+    scale = (log.get("update_scale") or {}).get("chosen", 1)
+    return f"{log['best']['step']} of {log['total_steps']}, {scale:g}"
+
+
 def config_length(sets: list[str]) -> int:
     """The max_seq_length the runs read texts at (the last --set of it), so every model is scored alike."""
     lengths = [int(item.split("=", 1)[1]) for item in sets if item.startswith("max_seq_length=")]
@@ -136,6 +142,7 @@ def main() -> None:
                      "rejected, trained on": f"{trained_means['rejected']:.3f}",
                      "confirmed, trained on": f"{trained_means['confirmed']:.3f}",
                      "test precision@10": f"{retrieval['precision@10']:.4f}",
+                     "kept epoch, update scale": kept(runs[name].log) if name in runs else "-",
                      "training time": f"{seconds[name]:.0f} s" if name in seconds else "-"})
     from tickettune.retrieval import mean_difference_ci
 

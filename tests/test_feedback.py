@@ -124,9 +124,12 @@ def test_the_heads_feedback_term_by_hand():
     query = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     suggested = torch.tensor([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [0.1, 0.99498744]])
     # cosines 0.8, 0.6, 0.0, 0.99498744: rejected 0.8 -> (0.8 - 0.3)^2 = 0.25; confirmed 0.6 -> (1 - 0.6)^2 = 0.16;
-    # related 0.0 says nothing; rejected 0.995 -> 0.69498744^2 = 0.48300754. Mean of three: 0.29766918.
+    # related 0.0 says nothing; rejected 0.995 -> 0.69498744^2 = 0.48300754. Rejected mean 0.36650377, confirmed
+    # mean 0.16; the two kinds count alike: 0.26325189.
     labels = torch.tensor([0.0, 1.0, 0.5, 0.0])
-    assert float(objective.feedback_loss(query, suggested, labels)) == pytest.approx(0.29766918, abs=1e-6)
+    assert float(objective.feedback_loss(query, suggested, labels)) == pytest.approx(0.26325189, abs=1e-6)
+    assert float(objective.feedback_loss(query[[0, 3]], suggested[[0, 3]], labels[[0, 3]])) == \
+        pytest.approx(0.36650377, abs=1e-6)  # rejected only
     # A rejected pair already below the margin and a confirmed one at cosine 1 cost nothing.
     assert float(objective.feedback_loss(query[:2], torch.tensor([[0.2, 0.9797959], [1.0, 0.0]]),
                                          torch.tensor([0.0, 1.0]))) == 0.0
