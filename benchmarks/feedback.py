@@ -6,13 +6,15 @@
    suggests its top `--suggestions` other production tickets, an agent confirms a suggestion of the same
    problem (duplicate) and rejects the others (unrelated), and gets `--noise` of the verdicts wrong. The
    verdicts are written as `tickettune feedback export` writes them.
-3. The same recipe trains twice, without and with `--feedback` (a fifth of the queries held out of training).
+3. The same recipe trains twice, without and with `--feedback` (a fifth of the queries held out of training):
+   by default the default recipe (`recommended`: a linear head on the frozen encoder's cached vectors, the
+   verdicts a pair term of its loss); `--preset recommended-pairs` trains the encoder on them as pairs.
 4. Measured: the mean score of the rejected and confirmed suggestions (held-out queries, and those trained on)
    under the untuned model, the run without feedback and the run with it; and retrieval precision@10 on the
    held-out test tickets of both runs.
 
-    python benchmarks/feedback.py                       # appends to RESULTS.md
-    python benchmarks/feedback.py --sample 600 --pairs-per-phase 60 --no-record
+    python benchmarks/feedback.py                       # appends to RESULTS.md (a few minutes on 2 cores)
+    python benchmarks/feedback.py --sample 600 --production 300 --no-record
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def simulate_agents(model, corpus: pd.DataFrame, suggestions: int, noise: float,
     return lines
 
 
+def kept(log: dict) -> str:
+    """The head epoch (or encoder step) the run kept by eval, and the update scale it chose."""
+    scale = (log.get("update_scale") or {}).get("chosen", 1)
+    return f"{log['best']['step']} of {log['total_steps']}, {scale:g}"
+
+
+def config_length(sets: list[str]) -> int:
+    """The max_seq_length the runs read texts at (the last --set of it), so every model is scored alike."""
+    lengths = [int(item.split("=", 1)[1]) for item in sets if item.startswith("max_seq_length=")]
+    return lengths[-1] if lengths else 128
+
+
 def mean_scores(model, pairs: pd.DataFrame) -> dict[str, float]:
     scores = pair_scores(model, pairs)
     labels = pairs["label"].to_numpy()
@@ -78,7 +92,7 @@ def main() -> None:
     parser.add_argument("--production", type=int, default=600, help="tickets of the simulated production draw")
     parser.add_argument("--suggestions", type=int, default=10)
     parser.add_argument("--noise", type=float, default=0.05)
-    parser.add_argument("--preset", default="recommended-pairs", help="a pair recipe: feedback trains as pairs")
+    parser.add_argument("--preset", default="recommended", help="the recipe (recommended: the head stage)")
     parser.add_argument("--set", dest="sets", action="append", default=["max_seq_length=64", "eval_tickets=300",
                                                                          "bootstrap_resamples=200"])
     parser.add_argument("--work", default="/tmp/tickettune-feedback")
@@ -93,7 +107,7 @@ def main() -> None:
                           PairOptions(seed=args.seed, difficulty="tfidf", pairs_per_phase=args.pairs_per_phase,
                                       eval_pairs=200, test_pairs=300))
     pairs_dir = write_pair_dir(pairset, work / "pairs", overwrite=True)
-    base = load_model(args.model, 64)
+    base = load_model(args.model, config_length(args.sets))
     generate_sample(args.production, args.seed + 1).to_csv(work / "production.csv", index=False)
     production = read_tickets(work / "production.csv", group_by="problem_id").frame
     # A template can write the same text in both draws; such tickets are not new, and training refuses test texts.
@@ -102,7 +116,8 @@ def main() -> None:
     lines = simulate_agents(base, production, args.suggestions, args.noise, args.seed)
     feedback = work / "feedback.jsonl"
     feedback.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    config = resolve_config(args.preset, sets=[f"seed={args.seed}", *args.sets], model_name=args.model)
+    config = resolve_config(args.preset, sets=[f"seed={args.seed}", f"vector_cache={work / 'vectors'}", *args.sets],
+                            model_name=args.model)
     trained_on, held = split_feedback(read_feedback(feedback), config.seed)
 
     runs, seconds = {}, {}
@@ -112,12 +127,13 @@ def main() -> None:
         if with_feedback:
             from tickettune.training.feedback_pairs import add_feedback
 
-            data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
+            data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss, stage=config.stage)
             print(note, flush=True)
         runs[name] = train(config, data, work / name.replace(" ", "-").strip("-"), overwrite=True, show_progress=False)
         seconds[name] = time.perf_counter() - started
     rows = []
-    for name, model in [("untuned", base)] + [(n, load_model(str(r.out / "model"), 64)) for n, r in runs.items()]:
+    tuned = [(n, load_model(str(r.out / "model"), config_length(args.sets))) for n, r in runs.items()]
+    for name, model in [("untuned", base)] + tuned:
         held_means, trained_means = mean_scores(model, held), mean_scores(model, trained_on)
         retrieval = runs[name].metrics["retrieval"]["model"] if name in runs else \
             next(iter(runs.values())).metrics["retrieval"]["baseline"]
@@ -126,28 +142,33 @@ def main() -> None:
                      "rejected, trained on": f"{trained_means['rejected']:.3f}",
                      "confirmed, trained on": f"{trained_means['confirmed']:.3f}",
                      "test precision@10": f"{retrieval['precision@10']:.4f}",
+                     "kept epoch, update scale": kept(runs[name].log) if name in runs else "-",
                      "training time": f"{seconds[name]:.0f} s" if name in seconds else "-"})
     from tickettune.evaluation.retrieval import mean_difference_ci
 
     per_query = {name: run.test_scores["retrieval"]["precision@10"] for name, run in runs.items()}
     difference = per_query["with --feedback"] - per_query["without feedback"]
     low, high = mean_difference_ci(difference, resamples=1000, seed=args.seed)
+    against_untuned = runs["with --feedback"].metrics["retrieval"]["change"]
     table = pd.DataFrame(rows)
     header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
     body = header + "".join("| " + " | ".join(str(v) for v in r) + " |\n" for r in table.itertuples(index=False))
     counts = pd.Series([line["verdict"] for line in lines]).value_counts().to_dict()
     notes = (f"\nBuilt-in sample, {args.sample} tickets (problem_id), {args.pairs_per_phase} pairs per phase; "
-             f"recipe `{args.preset}` with {', '.join(args.sets)}, base `{args.model}`. Simulated agents: "
+             f"recipe `{args.preset}` (stage {config.stage}) with {', '.join(args.sets)}, base `{args.model}`. "
+             "Simulated agents: "
              f"{args.production} production tickets (sample seed {args.seed + 1}), those with a problem as new "
              f"incidents, top {args.suggestions} untuned "
              f"suggestions each, {args.noise:.0%} of verdicts wrong: {len(lines)} verdicts ({counts}); "
              f"{len(trained_on)} trained on, {len(held)} held out (whole queries). Mean cosine of the suggestions "
              "per verdict; precision@10 on the held-out test tickets. With feedback minus without: precision@10 "
              f"{difference.mean():+.4f} (paired bootstrap 95% CI {low:+.4f} to {high:+.4f}, {len(difference)} "
-             "queries).\n")
+             "queries); with feedback minus untuned: "
+             f"{against_untuned['precision@10']:+.4f} (95% CI {against_untuned['precision@10_ci95'][0]:+.4f} to "
+             f"{against_untuned['precision@10_ci95'][1]:+.4f}).\n")
     print(body + notes)
     if not args.no_record:
-        append_under("Feedback that trains", body + notes)
+        append_under("Feedback", body + notes, title="Feedback that trains")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import uuid
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tickettune.cli import main
 from tickettune.core.errors import UserError
@@ -15,6 +17,7 @@ from tickettune.data.pairs_io import read_pairs
 from tickettune.serving.feedback import FeedbackStore, Verdict, default_url
 from tickettune.training.dataset import TrainingData
 from tickettune.training.feedback_pairs import add_feedback, feedback_change, read_feedback, split_feedback
+from tickettune.training.head import HeadObjective, fit_head
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -104,13 +107,58 @@ def test_feedback_change_reads_rejected_and_confirmed_means():
                                              "confirmed suggestions' mean score 0.700 -> 0.900 (1)")
 
 
-def test_feedback_needs_a_pair_loss_and_a_file(tmp_path):
+def test_feedback_needs_a_pair_loss_or_the_head_and_a_file(tmp_path):
     train = pd.DataFrame({"text1": ["a"], "text2": ["c"], "label": [1.0]})
     pairs = TrainingData(train, train, train)
-    with pytest.raises(UserError, match="train with a pair loss"):
+    with pytest.raises(UserError, match="train with a pair loss .* or the head stage"):
         add_feedback(pairs, feedback_file(tmp_path, 3), seed=0, loss="group_mnrl")
     with pytest.raises(UserError, match="file not found; write it with `tickettune feedback export"):
         add_feedback(pairs, tmp_path / "none.jsonl", seed=0, loss="cosine")
+    # The head stage takes them whatever the encoder-stage loss: a pair term of its own loss.
+    added, note = add_feedback(pairs, feedback_file(tmp_path, 30), seed=0, loss="group_mnrl", stage="head")
+    assert len(added.feedback_train) == 48 and "48 trained on as the head's pair term, 12 held out" in note
+
+
+def test_the_heads_feedback_term_by_hand():
+    objective = HeadObjective(feedback_margin=0.3)
+    query = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    suggested = torch.tensor([[0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [0.1, 0.99498744]])
+    # cosines 0.8, 0.6, 0.0, 0.99498744: rejected 0.8 -> (0.8 - 0.3)^2 = 0.25; confirmed 0.6 -> (1 - 0.6)^2 = 0.16;
+    # related 0.0 says nothing; rejected 0.995 -> 0.69498744^2 = 0.48300754. Rejected mean 0.36650377, confirmed
+    # mean 0.16; the two kinds count alike: 0.26325189.
+    labels = torch.tensor([0.0, 1.0, 0.5, 0.0])
+    assert float(objective.feedback_loss(query, suggested, labels)) == pytest.approx(0.26325189, abs=1e-6)
+    assert float(objective.feedback_loss(query[[0, 3]], suggested[[0, 3]], labels[[0, 3]])) == \
+        pytest.approx(0.36650377, abs=1e-6)  # rejected only
+    # A rejected pair already below the margin and a confirmed one at cosine 1 cost nothing.
+    assert float(objective.feedback_loss(query[:2], torch.tensor([[0.2, 0.9797959], [1.0, 0.0]]),
+                                         torch.tensor([0.0, 1.0]))) == 0.0
+    assert float(objective.feedback_loss(query[:1], suggested[:1], torch.tensor([0.5]))) == 0.0  # related only
+
+
+def test_head_feedback_pushes_rejected_pairs_apart_and_keeps_the_rest():
+    rng = np.random.default_rng(0)
+    dim = 64
+    centres = rng.normal(size=(40, dim))
+    centres[1::2] = centres[::2] + rng.normal(scale=0.4, size=(20, dim))  # problems in confusable pairs
+    groups = np.repeat(np.arange(40), 5)
+    vectors = centres[groups] + rng.normal(scale=0.3, size=(200, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    # Verdicts: a ticket of problem 2j and one of its look-alike 2j + 1 rejected, two of problem 2j confirmed.
+    rows = np.arange(0, 200, 10)
+    query, rejected, confirmed = vectors[rows], vectors[rows + 5], vectors[rows + 1]
+    assert float(np.mean(np.sum(query * rejected, axis=1))) > 0.7
+    feedback = (np.r_[query, query], np.r_[rejected, confirmed], np.r_[np.zeros(20), np.ones(20)])
+    objective = HeadObjective(kind="problem", feedback_margin=0.3)
+    without, _ = fit_head(vectors, groups, objective, epochs=30, lr=0.01, batch_size=64, seed=0)
+    with_feedback, _ = fit_head(vectors, groups, objective, epochs=30, lr=0.01, batch_size=64, seed=0,
+                                feedback=feedback)
+
+    def mean_cosine(head, a, b):
+        return float(np.mean(np.sum(head.apply(a) * head.apply(b), axis=1)))
+
+    assert mean_cosine(with_feedback, query, rejected) < mean_cosine(without, query, rejected) - 0.1
+    assert mean_cosine(with_feedback, query, confirmed) >= mean_cosine(without, query, confirmed) - 0.02
 
 
 def test_export_command(tmp_path, capsys):

@@ -96,6 +96,33 @@ def test_when_most_rows_pass_every_row_is_scored_and_the_rest_ruled_out():
     assert sorted(found[0][:47].tolist()) == rows.tolist() and found[0][47:].tolist() == [-1] * 3
 
 
+def test_a_filter_most_rows_pass_searches_unfiltered_and_drops_the_failures(monkeypatch):
+    corpus = vectors(400)
+    index = VectorIndex(corpus, backend="exact")
+    query = vectors(1, seed=4)[0]
+    nearest = np.argsort(-(corpus @ query), kind="stable")
+    mask = np.ones(400, dtype=bool)
+    mask[nearest[[0, 2, 5]]] = False  # 99% pass: a few of the best rows fail
+    asked = []
+    search = index.search
+    monkeypatch.setattr(index, "search", lambda q, depth: asked.append(depth) or search(q, depth))
+    scores, found = filtered_search(index, query, 10, mask)
+    assert asked == [29]  # ceil(2 * 10 * 400 / 397) + 8: one unfiltered search, no fallback
+    assert found[0].tolist() == brute_force(corpus, query, np.flatnonzero(mask), 10).tolist()
+    assert np.all(np.diff(scores[0]) <= 0)
+    # The 40 best rows fail (65% pass in all): the 39 over-fetched results hold none, so the candidates are scored.
+    mask = np.ones(400, dtype=bool)
+    mask[nearest[:40]] = False
+    mask[nearest[200:300]] = False
+    asked.clear()
+    _, found = filtered_search(index, query, 10, mask)
+    assert len(asked) == 1 and found[0].tolist() == brute_force(corpus, query, np.flatnonzero(mask), 10).tolist()
+    # Row numbers and a mask are the same filter; a mask of another length is a mistake.
+    assert filtered_search(index, query, 10, np.flatnonzero(mask))[1].tolist() == found.tolist()
+    with pytest.raises(ValueError, match="expected a mask"):
+        filtered_search(index, query, 10, mask[:-1])
+
+
 def test_ivf_filtered_search_keeps_to_the_candidates(monkeypatch):
     pytest.importorskip("faiss")
     corpus = vectors(4000)

@@ -107,8 +107,8 @@ def similar_tickets(tickets: pd.DataFrame, model: str, *, query: Optional[str] =
     if filters:
         from tickettune.serving.filters import filtered_search
 
-        allowed = np.setdiff1d(filters.rows(tickets), np.flatnonzero(excluded))
-        matching = len(allowed)
+        allowed = filters.mask(tickets) & ~excluded
+        matching = int(np.count_nonzero(allowed))
         scores, rows = filtered_search(index, vector, k, allowed)
     else:
         scores, rows = index.search(vector, k + int(excluded.sum()))

@@ -85,6 +85,11 @@ class TrainConfig(BaseModel):
     head_keep_weight: float = Field(1.0, ge=0, le=100, description="head stage: weight of keeping the untuned "
                                                                     "encoder's cosines where the labels say nothing")
     head_temperature: float = Field(0.1, gt=0, le=1, description="head stage, problem links: InfoNCE temperature")
+    head_feedback_margin: float = Field(0.3, ge=-1, le=1, description="head stage, --feedback: cosine below which "
+                                        "a rejected suggestion is pushed from its query")
+    head_feedback_weight: float = Field(1.0, ge=0, le=100, description="head stage, --feedback: weight of the "
+                                        "verdicts' pair term (rejected pushed below the margin, confirmed pulled "
+                                        "together)")
     head_eval_metric: Literal["auto", PairEvalMetric, RetrievalEvalMetric] = Field(
         "auto", description="head stage: eval metric that keeps the best epoch and update scale; auto: mrr@10 for "
                             "problem links (a duplicate first), precision@10 for coarse groups")

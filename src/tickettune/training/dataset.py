@@ -48,6 +48,7 @@ class TrainingData:
     # `train --feedback`: the held-out verdicts (a pair set judged like the others) and what was used.
     feedback: pd.DataFrame | None = None
     feedback_note: str = ""
+    feedback_train: pd.DataFrame | None = None  # the verdicts trained on (also among `train`): the head's pair term
 
     def test_sets(self) -> TestSets:
         pairs = {self.test_name: self.test}
@@ -65,6 +66,7 @@ class TrainingData:
                        test=mask_pair_texts(self.test),
                        representative=None if self.representative is None else mask_pair_texts(self.representative),
                        feedback=None if self.feedback is None else mask_pair_texts(self.feedback),
+                       feedback_train=None if self.feedback_train is None else mask_pair_texts(self.feedback_train),
                        tickets={k: mask_pair_texts(v) for k, v in self.tickets.items()},
                        probes={k: mask_pair_texts(v) for k, v in self.probes.items()})
 

@@ -2,7 +2,10 @@
 
 A confirmed suggestion (duplicate) is a positive pair, a related one a half-similar pair (label 0.5), a
 rejected one (unrelated) a hard negative: the model ranked it near the query, and it is not the same problem.
-They join the train pairs in the last curriculum phase (hard), where the confusable pairs are. A seeded
+With the encoder stage they join the train pairs in the last curriculum phase (hard), where the confusable
+pairs are; with the head stage (the default recipe) they are a pair term of the head's loss on the cached
+vectors (head.HeadObjective.feedback_loss: a rejected suggestion pushed below a cosine margin from its query,
+a confirmed one pulled towards it; a related one says neither). A seeded
 share of the queries (`HELD_OUT`, whole queries, so no query is on both sides) is kept out of training and
 judged like any test set ("feedback" in metrics.json and the report): what the feedback changed on verdicts
 the model did not learn from.
@@ -49,12 +52,13 @@ def split_feedback(feedback: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.
     return feedback[~out].reset_index(drop=True), feedback[out].reset_index(drop=True)
 
 
-def add_feedback(pairs, path: Path, *, seed: int, loss: str):
-    """TrainingData with the feedback's train share among the train pairs and its held-out share as the
-    `feedback` test set; and a line saying what was used."""
-    if loss_spec(loss).trains_on == "tickets":
+def add_feedback(pairs, path: Path, *, seed: int, loss: str, stage: str = "encoder"):
+    """TrainingData with the feedback's train share among the train pairs (and as `feedback_train`, for the head
+    stage's pair term) and its held-out share as the `feedback` test set; and a line saying what was used."""
+    if stage == "encoder" and loss_spec(loss).trains_on == "tickets":
         raise UserError(f"--feedback adds labelled pairs, and loss {loss} trains on tickets and their groups; train "
-                        "with a pair loss (e.g. --set loss=cosine) to learn from feedback")
+                        "with a pair loss (e.g. --set loss=cosine) or the head stage (--set stage=head) to learn "
+                        "from feedback")
     feedback = read_feedback(path)
     trained, held = split_feedback(feedback, seed)
     rows = trained.copy()
@@ -66,9 +70,11 @@ def add_feedback(pairs, path: Path, *, seed: int, loss: str):
     train = pd.concat([pairs.train, rows], ignore_index=True)
     counts = {name: int((feedback["label"] == label).sum()) for name, label in
               (("duplicate", 1.0), ("related", 0.5), ("unrelated", 0.0))}
+    how = "as the head's pair term" if stage == "head" else "as pairs (hard phase)"
     note = (f"{len(feedback)} verdicts ({', '.join(f'{n} {name}' for name, n in counts.items())}) from {path}: "
-            f"{len(trained)} trained on as pairs (hard phase), {len(held)} held out")
-    return replace(pairs, train=train, feedback=held if len(held) else None, feedback_note=note), note
+            f"{len(trained)} trained on {how}, {len(held)} held out")
+    return replace(pairs, train=train, feedback=held if len(held) else None, feedback_note=note,
+                   feedback_train=trained), note
 
 
 def feedback_change(held: pd.DataFrame, scores: dict[str, np.ndarray]) -> str:

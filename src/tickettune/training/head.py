@@ -18,7 +18,13 @@ What the labels may teach is the heart of it (the lesson of the IT tickets: same
   not speak about stays where it was. Batches hold several tickets of each of a few problems (P x K), since
   random batches of small groups would hold almost no positives.
 
-In both, the map starts at the identity (the untuned encoder), the best epoch by the caller's eval score is
+Agents' verdicts (`train --feedback`) are a third kind of evidence, about pairs: a rejected suggestion
+(unrelated) is pushed below the cosine `feedback_margin` from its query (squared hinge), a confirmed one
+(duplicate) pulled towards it (squared distance of the cosine from 1); a related verdict says neither. Each
+kind is averaged over its own pairs in a sample of the verdicts at every step, the two kinds count alike, and
+the term is weighted by `feedback_weight`.
+
+In all, the map starts at the identity (the untuned encoder), the best epoch by the caller's eval score is
 kept (epoch 0, the identity, included), and the learned change can be scaled back towards the identity
 (W_s = I + s (W - I)) by `train`'s update-scale choice. Hand-written rather than a sentence-transformers loss:
 its losses take texts and run the encoder; these run on cached vectors, with the untuned cosines as targets.
@@ -73,6 +79,20 @@ class HeadObjective:
     margin: float = 0.1
     keep_weight: float = 1.0
     temperature: float = 0.1
+    feedback_margin: float = 0.3
+    feedback_weight: float = 1.0
+
+    def feedback_loss(self, query: torch.Tensor, suggested: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The verdicts' pair term (unweighted): `query` and `suggested` tuned unit rows, `labels` 1 confirmed
+        (duplicate), 0 rejected (unrelated), 0.5 related (no term). The mean of the rejected pairs' term and the
+        confirmed pairs' term, each averaged over its own pairs: agents confirm far more often than they reject
+        (4 to 1 in benchmarks/feedback.py), and a rejection must not be outvoted by the count of confirmations."""
+        cos = (query * suggested).sum(dim=1)
+        rejected, confirmed = labels == 0, labels == 1
+        terms = [torch.relu(cos[rejected] - self.feedback_margin).pow(2).mean() if rejected.any() else None,
+                 (1 - cos[confirmed]).pow(2).mean() if confirmed.any() else None]
+        present: list[torch.Tensor] = [t for t in terms if t is not None]
+        return torch.stack(present).mean() if present else cos.sum() * 0
 
     def loss(self, tuned: torch.Tensor, untuned: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of one batch: `tuned` and `untuned` unit rows of the same tickets, `labels` their group codes."""
@@ -153,9 +173,13 @@ def _batches(codes: np.ndarray, kind: str, size: int, rng: np.random.Generator) 
 def fit_head(vectors: np.ndarray, groups: Sequence[object] | np.ndarray, objective: HeadObjective, *, epochs: int = 20,
              lr: float = 1e-3, batch_size: int = 256, seed: int = 0,
              score: Callable[[LinearHead], float] | None = None,
-             on_epoch: Callable[[int, float, float | None], None] | None = None) -> tuple[LinearHead, list[dict]]:
+             on_epoch: Callable[[int, float, float | None], None] | None = None,
+             feedback: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[LinearHead, list[dict]]:
     """Train a LinearHead on unit `vectors` (one row per ticket) and their `groups`; returns the kept head and a
     log of every epoch (loss, and the eval score when `score` is given).
+
+    feedback: agents' verdicts as (query vectors, suggestion vectors, labels), unit rows; each step adds the
+    objective's feedback term over up to `batch_size` of them (a seeded sample).
 
     score(head) -> a number where higher is better (e.g. eval precision@10 through the head); with it the best
     epoch is kept, the identity (epoch 0) included, so the head never scores below the untuned encoder on eval.
@@ -172,6 +196,10 @@ def fit_head(vectors: np.ndarray, groups: Sequence[object] | np.ndarray, objecti
     weight = torch.nn.Parameter(torch.eye(dim))
     bias = torch.nn.Parameter(torch.zeros(dim))
     optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    if feedback is not None:
+        asked, suggested, verdicts = (torch.tensor(np.asarray(a, dtype=np.float32)) for a in feedback)
+        if len(verdicts) == 0 or objective.feedback_weight == 0:
+            feedback = None
     best = LinearHead.identity(dim)
     best_score = score(best) if score is not None else -math.inf
     log = [{"epoch": 0, "loss": None, "score": None if score is None else best_score}]
@@ -182,6 +210,11 @@ def fit_head(vectors: np.ndarray, groups: Sequence[object] | np.ndarray, objecti
             batch = x[rows]
             tuned = torch.nn.functional.normalize(batch @ weight.T + bias, dim=1)
             loss = objective.loss(tuned, batch, y[rows])
+            if feedback is not None:
+                chosen = torch.as_tensor(rng.choice(len(verdicts), min(len(verdicts), batch_size), replace=False))
+                query, suggestion = (torch.nn.functional.normalize(v[chosen] @ weight.T + bias, dim=1)
+                                     for v in (asked, suggested))
+                loss = loss + objective.feedback_weight * objective.feedback_loss(query, suggestion, verdicts[chosen])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

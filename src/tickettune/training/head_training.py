@@ -7,7 +7,8 @@
 2. budget (budget.py): held-out texts first, then as many train tickets as the budget encodes (cached ones are
    free), and the head's epochs; max_train_tickets caps it;
 3. fit (head.fit_head) with the objective the labels allow (head.label_kind: coarse groups push apart only,
-   problem links also pull together), each epoch scored on the eval set by eval_metric, the best epoch kept
+   problem links also pull together; agents' verdicts of `--feedback`, when given, a pair term), each epoch scored
+   on the eval set by eval_metric, the best epoch kept
    (the identity, i.e. the untuned encoder, included: a head that never helps on eval is not kept);
 4. update scale: the change scaled back towards the identity by each of update_scales, the best on eval kept
    (the smaller scale on a tie);
@@ -235,16 +236,24 @@ def train_head(config: TrainConfig, pairs: TrainingData | str | Path, out: str |
     score = EvalScore(encoder, pairs, config, metric)
     vectors = encoder.encode(list(chosen["text"]), show_progress_bar=show)
     objective = HeadObjective(kind=kind, margin=config.head_margin, keep_weight=config.head_keep_weight,
-                              temperature=config.head_temperature)
+                              temperature=config.head_temperature, feedback_margin=config.head_feedback_margin,
+                              feedback_weight=config.head_feedback_weight)
+    verdicts = pairs.feedback_train if pairs.feedback_train is not None and len(pairs.feedback_train) else None
+    feedback = None if verdicts is None else (encoder.encode(list(verdicts["text1"])),
+                                              encoder.encode(list(verdicts["text2"])),
+                                              verdicts["label"].to_numpy(float))
     if show:
         say(f"training a linear head on {len(chosen):,} tickets' vectors ({kind} labels: "
             + ("pushing different groups apart, keeping same-group cosines" if kind == "coarse" else
-               "pulling linked tickets together, keeping the rest") + f"), {plan.epochs} epochs")
+               "pulling linked tickets together, keeping the rest") + f"), {plan.epochs} epochs"
+            + ("" if verdicts is None else f", and {len(verdicts):,} agents' verdicts (rejected suggestions pushed "
+               f"below cosine {config.head_feedback_margin:g}, confirmed ones pulled together)"))
     fit_started = time.perf_counter()
     head, fit_log = fit_head(vectors, list(chosen["group"]), objective, epochs=plan.epochs, lr=config.head_lr,
                              batch_size=config.head_batch_size, seed=config.seed, score=score,
                              on_epoch=(lambda e, loss, value: say(f"head epoch {e}: loss {loss:.4f}, eval "
-                                                                  f"{metric} {fmt(value)}")) if show else None)
+                                                                  f"{metric} {fmt(value)}")) if show else None,
+                             feedback=feedback)
     log = _log(fit_log, plan, metric, kind, time.perf_counter() - fit_started, encoder, throughput.encode_per_second,
                config.head_lr)
     if log["best"]["step"] == 0:
@@ -269,7 +278,9 @@ def train_head(config: TrainConfig, pairs: TrainingData | str | Path, out: str |
     def save(folder: Path) -> None:
         model.save(str(folder / "model"))
         check_saved(folder / "model", tuned.encode(check_texts), check_texts)
-        leakage.write_training_texts(folder / "model", trained)
+        # The verdicts' texts were trained on too (fingerprints read text, text1 and text2 alike).
+        leakage.write_training_texts(folder / "model", trained if verdicts is None else
+                                     pd.concat([trained, verdicts[["text1", "text2"]]], ignore_index=True))
 
     recipe = (f"linear head on frozen {Path(config.model_name).name} vectors ({kind} labels), lr {config.head_lr:g}, "
               f"{plan.epochs} epochs, batch {config.head_batch_size}")

@@ -56,7 +56,7 @@ from tickettune.training.dataset import (
     phase_epochs,
     refuse_test_texts_in_training,
 )
-from tickettune.training.feedback_pairs import add_feedback
+from tickettune.training.feedback_pairs import add_feedback, read_feedback
 from tickettune.training.groups import HARD_SHARE, GroupPool, plan_group_batches
 from tickettune.training.lora import add_lora, parameter_counts
 from tickettune.training.loss_registry import loss_spec
@@ -189,16 +189,11 @@ def build_trainer(config: TrainConfig, model, frame: pd.DataFrame, columns: list
     return trainer
 
 
-def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False,
-                        feedback: bool = False) -> None:
+def check_stage_options(config: TrainConfig, *, resume: bool, merge: bool, phases: str, pruned: bool = False) -> None:
     """Refuse options that mean nothing for the head stage, before any data is read."""
     if config.stage == "head" and (resume or merge or phases != "keep" or pruned):
         raise UserError("--resume, --merge, --phases and pruning are for the encoder stage; the head stage "
                         "(stage: head) trains in seconds from cached vectors and saves a standalone model")
-    if config.stage == "head" and feedback:
-        raise UserError("--feedback adds agents' verdicts as labelled pairs, which the encoder stage's pair losses "
-                        "learn from; the head stage (the recommended recipe) learns from ticket groups only; pass "
-                        "--preset recommended-pairs (or --set stage=encoder --set loss=cosent)")
 
 
 def train(config: TrainConfig, pairs: TrainingData | str | Path, out: str | Path, *, overwrite: bool = False,
@@ -361,7 +356,7 @@ def _write_outputs(model, config: TrainConfig, pairs: TrainingData, trained: pd.
 
 
 def _with_feedback(data: TrainingData, feedback: Path, config: TrainConfig) -> TrainingData:
-    data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss)
+    data, note = add_feedback(data, feedback, seed=config.seed, loss=config.loss, stage=config.stage)
     say(f"feedback: {note}")
     return data
 
@@ -398,7 +393,9 @@ def run_train(out: Path | None, *, pairs: Path | None = None, train_file: Path |
                             budget_minutes=budget_minutes, tickets=tickets is not None or has_train_tickets(pairs))
     if not config.output_dir:
         raise UserError("no output directory; pass -o OUT (or set output_dir in the config file)")
-    check_stage_options(config, resume=resume, merge=merge, phases=phases, feedback=feedback is not None)
+    check_stage_options(config, resume=resume, merge=merge, phases=phases)
+    if feedback is not None:
+        read_feedback(feedback)  # a missing or empty file is said before the tickets are split
     out = Path(config.output_dir)
     if tickets is None:
         data = replace(load_pairs(config.pairs_dir, config.train_file, config.eval_file, config.test_file),
