@@ -169,11 +169,15 @@ class Engine:
         encoder = Encoder.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file,
                              threads=settings.threads).load()
         engine = cls(encoder, settings)
+
+        def check(index, cached: bool) -> None:
+            # Before the store's tickets are read: a refused encoder must not have encoded those lacking its vectors.
+            if cached:
+                engine.agreement = encoder.check_agrees(index.probe, settings.cache_dir or "the index cache")
+
         engine.live, cached = LiveTickets.open(tickets, encoder.folder, encoder, settings.store,
                                                settings.cache_dir and Path(settings.cache_dir), settings.text_column,
-                                               settings.index)
-        if cached:
-            engine.agreement = encoder.check_agrees(engine.live.index.probe, settings.cache_dir or "the index cache")
+                                               settings.index, check_index=check)
         if settings.sync_from:
             from .servicenow import Credentials
             from .sync import Syncer, parse_source
