@@ -8,8 +8,21 @@ the source model on probe texts before the folder is moved into place. `search` 
 run the folder's ONNX file (`encoders.Encoder`) on the source model's ticket indexes.
 
 The ONNX graph is written with torch's own exporter: optimum's exporter (which sentence-transformers
-would call) fails on transformers 5.23, while optimum's ONNX Runtime model class, which loads and
-quantizes the file, works (see the `onnx` extra in pyproject.toml).
+would call) fails on transformers 5.23, while optimum's ONNX Runtime model class, which loads the file,
+works (see the `onnx` extra in pyproject.toml).
+
+The int8 file (`quantize_int8`, INT8_RECIPE) is ONNX Runtime's dynamic quantization called directly rather
+than through sentence-transformers' presets (optimum's `ORTQuantizer`), because optimum builds ONNX Runtime's
+quantizer without `MatMulConstBOnly`, so its presets also quantize the attention's activation x activation
+products and the embedding tables, and offer no way to stop it. The recipe: per-channel weights (a scale per
+output column; per-tensor fell to probe cosine 0.958, below what a server accepts), only the MatMuls by a
+stored weight (the linear layers; embeddings and attention products stay float, 56 MiB against 22), weights
+signed int8 on VNNI and arm64 and unsigned elsewhere (`int8_weight_type`). Chosen by `benchmarks/quantize.py`
+(RESULTS.md, Export: int8 candidates, 2026-12-06): of the candidates as fast as the presets, its query vectors
+are the closest to PyTorch's (mean cosine 0.9948 against 0.9942 for the avx512_vnni preset and 0.9939 for the
+avx2 one) with the largest probe margin (0.9929 against 0.9903), and precision@10 within 0.01 of PyTorch's on
+both query sets (-0.009 and -0.004). Precision@10 there moves by whole queries either way (about 7% of
+queries change nearest incident under any int8 file), so it separates the candidates less than the cosines do.
 """
 
 from __future__ import annotations
