@@ -130,7 +130,9 @@ def quantize_int8(source: Path, dest: Path, *, target: Optional[str] = None,
     excluded = weights[len(weights) - keep_last:] if keep_last else []
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process the graph (shape inference) is for static quantization
+    # It logs, on the root logger, advice to pre-process the graph first (shape inference, fusions): not needed
+    # for the weight MatMuls quantized here, and no news a user can act on.
+    root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(str(source), str(dest), op_types_to_quantize=list(op_types), per_channel=per_channel,
                          weight_type=QuantType[weight_type], nodes_to_exclude=excluded,
