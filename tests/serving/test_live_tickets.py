@@ -143,6 +143,24 @@ def test_a_store_of_another_model_gets_its_own_vectors(tmp_path, store):
     assert again.encoded == []  # its vectors were kept under its own model key
 
 
+def test_a_refused_index_check_comes_before_the_store_is_encoded(tmp_path):
+    first, _ = open_live(tmp_path, CountingEncoder(), str(tmp_path / "store"))
+    first.upsert([{"number": "INC500", "text": "added under model one"}])
+    (tmp_path / "model" / "weights.bin").write_text("another model, another fingerprint")
+    encoder, checked = CountingEncoder(), []
+
+    def refuse(index, cached):
+        checked.append((len(index), cached))
+        raise UserError("another model's index")
+
+    with pytest.raises(UserError, match="another model's index"):
+        LiveTickets.open(base_tickets(), tmp_path / "model", encoder, str(tmp_path / "store"),
+                         cache_dir=tmp_path / "cache", check_index=refuse)
+    # The file's index was built by this encoder (a new model's entry); the store's ticket, which has no vector under
+    # this model, was not encoded before the refusal.
+    assert checked == [(30, False)] and "added under model one" not in encoder.encoded
+
+
 def test_old_folder_store_is_imported_once_and_left_in_place(tmp_path):
     folder = tmp_path / "store"
     folder.mkdir()

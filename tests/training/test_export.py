@@ -81,6 +81,68 @@ def test_onnx_export_fp32_and_int8(adapter, tmp_path):
     assert result.cosines["onnx"] > 0.9999 and 0.99 < result.cosines["onnx_int8"] <= 1.0
 
 
+def test_int8_file_quantizes_the_linear_layers_per_channel_and_nothing_else(adapter, tmp_path):
+    import onnx
+    from onnx import TensorProto
+
+    onnx_support()
+    folder = tmp_path / "int8"
+    result = export_model(str(adapter), folder, merge=False, onnx=True, quantize="int8")
+    record = json.loads((folder / "export.json").read_text())["quantization"]
+    target = export_module.quantization_target()
+    assert record == result.quantization and record["tool"] == "onnxruntime.quantization.quantize_dynamic"
+    assert record["weight_type"] == export_module.int8_weight_type(target) and record["nodes_excluded"] == []
+    fp32 = onnx.load(str(folder / result.onnx_file)).graph
+    int8 = onnx.load(str(folder / result.quantized_file)).graph
+    weights = {i.name: i for i in int8.initializer}
+    signed = record["weight_type"] == "QInt8"
+    linear = [n for n in int8.node if n.op_type == "MatMulInteger"]
+    assert len(linear) >= len(export_module.weight_matmuls(folder / result.onnx_file)) > 0
+    for node in linear:
+        b, b_zero = weights[node.input[1]], weights[node.input[3]]
+        assert b.data_type == (TensorProto.INT8 if signed else TensorProto.UINT8)
+        assert list(b_zero.dims) == [b.dims[1]] and b.dims[1] > 1  # a zero point (and scale) per output column
+    # The attention's activation x activation products stay float MatMuls, the embedding tables float.
+    products = [n for n in fp32.node if n.op_type == "MatMul" and n.input[1] not in {i.name for i in fp32.initializer}]
+    assert len(products) > 0 and sum(n.op_type == "MatMul" for n in int8.node) == len(products)
+    tables = [weights[n.input[0]] for n in int8.node if n.op_type == "Gather" and n.input[0] in weights]
+    assert tables and all(t.data_type == TensorProto.FLOAT for t in tables)
+    # On texts other than the probes too, int8 stays as close to the model as a server demands of it.
+    reference = encode(adapter)
+    vectors = encode(folder, backend="onnx", model_kwargs={"file_name": result.quantized_file})
+    assert np.einsum("ij,ij->i", reference, vectors).min() >= export_module.MIN_INT8_COSINE
+
+
+def test_quantize_int8_keeps_the_last_linear_layers_float(adapter, tmp_path):
+    import onnx
+
+    onnx_support()
+    folder = tmp_path / "fp32"
+    result = export_model(str(adapter), folder, merge=False, onnx=True)
+    names = export_module.weight_matmuls(folder / result.onnx_file)
+    record = export_module.quantize_int8(folder / result.onnx_file, tmp_path / "int8.onnx", keep_last=2)
+    assert record["nodes_excluded"] == names[-2:]
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    kept = {n.name for n in graph.node if n.op_type == "MatMul"}
+    assert set(names[-2:]) <= kept and not set(names[:-2]) & kept
+
+
+def test_an_int8_file_too_far_from_the_model_is_refused(adapter, tmp_path, monkeypatch):
+    onnx_support()
+    monkeypatch.setattr(export_module, "MIN_INT8_COSINE", 1.01)  # no int8 file reaches it
+    with pytest.raises(UserError, match=r"int8 model's embeddings differ .* export without --quantize"):
+        export_model(str(adapter), tmp_path / "out", merge=False, onnx=True, quantize="int8")
+    assert not (tmp_path / "out").exists()
+
+
+def onnx_support():
+    pytest.importorskip("onnxruntime")
+    try:
+        check_onnx_support()
+    except UserError as exc:
+        pytest.skip(str(exc))
+
+
 def test_missing_onnx_support_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(UserError, match=r"pip install 'tickettune\[onnx\]'"):

@@ -188,14 +188,21 @@ class Engine:
         # Loaded before the index, so that an ONNX file this CPU cannot run fails in moments.
         encoder = Encoder.of(settings.model, backend=settings.model_backend, onnx_file=settings.onnx_file,
                              threads=settings.threads).load()
+        agreement: Optional[float] = None  # lowest probe cosine to the index's model; None: built here
+
+        def check(index, cached: bool) -> None:
+            # Before the store's tickets are read: a refused encoder must not have encoded those lacking its vectors.
+            nonlocal agreement
+            if cached:
+                agreement = encoder.check_agrees(index.probe, settings.cache_dir or "the index cache")
+
         live, cached = LiveTickets.open(tickets, encoder.folder, encoder, settings.store,
                                         Path(settings.cache_dir) if settings.cache_dir else None, settings.text_column,
-                                        settings.index)
+                                        settings.index, check_index=check)
         # Verdicts live in the service's own database (beside its tickets) unless --feedback-db names another.
         feedback = FeedbackStore.open(settings.feedback_db) if settings.feedback_db else FeedbackStore(live.store.engine)
         engine = cls(encoder, settings, live, feedback)
-        if cached:
-            engine.agreement = encoder.check_agrees(engine.live.index.probe, settings.cache_dir or "the index cache")
+        engine.agreement = agreement
         if settings.sync_from:
             from tickettune.serving.sync import Syncer, parse_source
             from tickettune.sources.servicenow import Credentials
@@ -281,15 +288,16 @@ class Engine:
             return ClientError(422, str(exc))
         return {"added": added, "updated": updated, "tickets": len(self.live)}
 
-    def _similar(self, scores: np.ndarray, rows: np.ndarray, job: Similar, own: list[int]) -> dict:
+    def _similar(self, scores: np.ndarray, found: np.ndarray, job: Similar, own: list[int]) -> dict:
         threshold = self.settings.threshold
-        tickets = self.live.frame(rows)
+        # Straight from the columns' lists: a DataFrame of 10 rows cost more than the rest of the answer.
+        columns = self.live.columns
+        rows = [int(row) for row in found]
         group = self.settings.group_column
-        groups = tickets[group] if group in tickets.columns else [""] * len(rows)
-        shown = [c for c in (*FIELDS, "opened_at") if c in tickets.columns]
-        fields = [{c: str(v).strip() for c, v in zip(shown, values) if str(v).strip()}
-                  for values in tickets[shown].itertuples(index=False)]
-        query = dict(self.live.frame(own[:1]).iloc[0]) if own else {"text": job.text}
+        groups = [columns[group][row] for row in rows] if group in columns else [""] * len(rows)
+        shown = [c for c in (*FIELDS, "opened_at") if c in columns]
+        fields = [{c: value for c in shown if (value := str(columns[c][row]).strip())} for row in rows]
+        query = {c: values[own[0]] for c, values in columns.items()} if own else {"text": job.text}
         calibration = self.calibration
         precisions = calibration.precision(scores) if calibration else [None] * len(rows)
         results = [{"rank": rank, "number": number or None, "text": text, "group": grouped or None, "score": float(score),
@@ -298,7 +306,8 @@ class Engine:
                     "precision": None if precision is None else round(float(precision), 4), "fields": shown_fields,
                     "why": why(query, {"text": text, **shown_fields}) if job.why else None}
                    for rank, (number, text, grouped, score, precision, shown_fields)
-                   in enumerate(zip(tickets["number"], tickets["text"], groups, scores, precisions, fields), start=1)]
+                   in enumerate(zip([columns["number"][row] for row in rows], [columns["text"][row] for row in rows],
+                                    groups, scores, precisions, fields), start=1)]
         return {"threshold": threshold, "tiers": self.tiers, "tickets": len(self.live), "results": results}
 
     @property

@@ -164,6 +164,10 @@ class Encoder:
         if self.threads:
             options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1  # one graph at a time: a second pool would only contend for the cores
+        # ONNX Runtime's pool threads spin while they wait for work, taking the core that HTTP and the clients need:
+        # with spinning, two threads served 85 requests/s at 8 clients (p95 147 ms) against one thread's 94; without,
+        # 100 (p95 109 ms) against 96 (RESULTS.md, Serve, 2026-12-06). One thread has no pool and does not spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         kwargs = {"file_name": self.choice.onnx_file, "provider": "CPUExecutionProvider", "session_options": options}
         try:
             return SentenceTransformer(str(self.folder), backend="onnx", device="cpu", local_files_only=True,

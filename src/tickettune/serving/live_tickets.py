@@ -99,16 +99,21 @@ class LiveTickets:
     @classmethod
     def open(cls, tickets: pd.DataFrame, model_folder: Path, encode: Encoder, store: str,
              cache_dir: Optional[Path] = None, text_column: Optional[str] = None,
-             backend: str = "auto") -> tuple["LiveTickets", bool]:
+             backend: str = "auto", check_index: Optional[Callable[[VectorIndex, bool], None]] = None
+             ) -> tuple["LiveTickets", bool]:
         """The file's tickets from the index cache (built if missing) plus the store's; and whether the index was cached.
 
-        `store` is a folder, a SQLite file or a database URL (`store.store_url`).
+        `store` is a folder, a SQLite file or a database URL (`store.store_url`). `check_index(index, cached)` runs
+        before anything of the store is read, so that an encoder it refuses (another model's index) has encoded
+        none of the store's tickets that lack its vectors.
         """
         tickets = check_tickets(tickets)
         if "number" not in tickets.columns:
             tickets["number"] = ""
         index, cached = IndexCache(cache_dir).load_or_build(model_folder, list(tickets["text"]), encode, backend,
                                                             writable=True)
+        if check_index is not None:
+            check_index(index, cached)
         live = cls(tickets, index, Store.open(str(store)), encode, model_key(model_folder), text_column)
         live.import_legacy()
         live.refresh()

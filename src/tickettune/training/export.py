@@ -8,8 +8,21 @@ the source model on probe texts before the folder is moved into place. `search` 
 run the folder's ONNX file (`encoders.Encoder`) on the source model's ticket indexes.
 
 The ONNX graph is written with torch's own exporter: optimum's exporter (which sentence-transformers
-would call) fails on transformers 5.23, while optimum's ONNX Runtime model class, which loads and
-quantizes the file, works (see the `onnx` extra in pyproject.toml).
+would call) fails on transformers 5.23, while optimum's ONNX Runtime model class, which loads the file,
+works (see the `onnx` extra in pyproject.toml).
+
+The int8 file (`quantize_int8`, INT8_RECIPE) is ONNX Runtime's dynamic quantization called directly rather
+than through sentence-transformers' presets (optimum's `ORTQuantizer`), because optimum builds ONNX Runtime's
+quantizer without `MatMulConstBOnly`, so its presets also quantize the attention's activation x activation
+products and the embedding tables, and offer no way to stop it. The recipe: per-channel weights (a scale per
+output column; per-tensor fell to probe cosine 0.958, below what a server accepts), only the MatMuls by a
+stored weight (the linear layers; embeddings and attention products stay float, 56 MiB against 22), weights
+signed int8 on VNNI and arm64 and unsigned elsewhere (`int8_weight_type`). Chosen by `benchmarks/quantize.py`
+(RESULTS.md, Export: int8 candidates, 2026-12-06): of the candidates as fast as the presets, its query vectors
+are the closest to PyTorch's (mean cosine 0.9948 against 0.9942 for the avx512_vnni preset and 0.9939 for the
+avx2 one) with the largest probe margin (0.9929 against 0.9903), and precision@10 within 0.01 of PyTorch's on
+both query sets (-0.009 and -0.004). Precision@10 there moves by whole queries either way (about 7% of
+queries change nearest incident under any int8 file), so it separates the candidates less than the cosines do.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypedDict
 
 import numpy as np
 
@@ -33,6 +46,17 @@ from tickettune.data.leakage import TRAINING_TEXTS
 QUANTIZE_CHOICES = ("int8",)
 # A merged model computes the same function as the adapter; fp32 ONNX the same as PyTorch.
 MIN_COSINE = 0.9999
+# The int8 file must agree with the model on the probe texts as closely as a server demands of an encoder beside
+# the model's index (encoders.MIN_AGREEMENT), or it could not serve that index.
+MIN_INT8_COSINE = 0.99
+# How `--quantize int8` quantizes (`quantize_int8`; the module docstring and RESULTS.md, Export, say why).
+class Int8Recipe(TypedDict):
+    per_channel: bool
+    op_types: tuple[str, ...]
+    const_b_only: bool
+
+
+INT8_RECIPE: Int8Recipe = {"per_channel": True, "op_types": ("MatMul",), "const_b_only": True}
 
 
 @dataclass
@@ -45,6 +69,7 @@ class ExportResult:
     cosines: dict[str, float] = field(default_factory=dict)
     onnx_file: Optional[str] = None
     quantized_file: Optional[str] = None
+    quantization: Optional[dict] = None  # how the int8 file was made (quantize_int8's record)
 
 
 def check_onnx_support() -> None:
@@ -68,6 +93,56 @@ def quantization_target() -> str:
     except OSError:
         flags = []
     return "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512f" in flags else "avx2"
+
+
+def int8_weight_type(target: str) -> str:
+    """ONNX Runtime's weight type for `target`: signed int8 where the CPU multiplies u8 x s8 without saturating
+    (VNNI, arm64); unsigned on AVX2/AVX-512 without VNNI, whose u8 x s8 instruction (VPMADDUBSW) can saturate
+    (ONNX Runtime's quantization guide; what sentence-transformers' presets choose too)."""
+    return "QInt8" if target in ("avx512_vnni", "arm64") else "QUInt8"
+
+
+def weight_matmuls(path: Path) -> list[str]:
+    """Names of the graph's MatMul nodes whose second input is a stored weight (the linear layers), in graph order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+def quantize_int8(source: Path, dest: Path, *, target: Optional[str] = None,
+                  per_channel: bool = INT8_RECIPE["per_channel"], op_types: tuple[str, ...] = INT8_RECIPE["op_types"],
+                  const_b_only: bool = INT8_RECIPE["const_b_only"], keep_last: int = 0,
+                  weight_type: Optional[str] = None) -> dict:
+    """Dynamically quantize the ONNX file `source` to int8 at `dest` with ONNX Runtime's `quantize_dynamic`;
+    what was done, as a record for export.json. The defaults are INT8_RECIPE (the module docstring says why).
+
+    `op_types`: the operators quantized (ONNX Runtime's default is every one it can, the embeddings' Gather
+    included); `const_b_only`: only MatMuls by a stored weight, not the attention's activation x activation
+    products; `keep_last`: that many of the last weight MatMuls stay float; `weight_type` QInt8 or QUInt8
+    (default: `int8_weight_type(target)`).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = target or quantization_target()
+    weight_type = weight_type or int8_weight_type(target)
+    weights = weight_matmuls(source)
+    excluded = weights[len(weights) - keep_last:] if keep_last else []
+    root = logging.getLogger()
+    level = root.level
+    # It logs, on the root logger, advice to pre-process the graph first (shape inference, fusions): not needed
+    # for the weight MatMuls quantized here, and no news a user can act on.
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(source), str(dest), op_types_to_quantize=list(op_types), per_channel=per_channel,
+                         weight_type=QuantType[weight_type], nodes_to_exclude=excluded,
+                         extra_options={"MatMulConstBOnly": const_b_only})
+    finally:
+        root.setLevel(level)
+    return {"tool": "onnxruntime.quantization.quantize_dynamic", "target": target, "weight_type": weight_type,
+            "per_channel": per_channel, "op_types": list(op_types), "matmul_const_b_only": const_b_only,
+            "nodes_excluded": excluded}
 
 
 def adapter_folder(model_folder: Path) -> Optional[Path]:
@@ -168,14 +243,15 @@ def export_model(model: str, out: Path, *, merge: bool = True, onnx: bool = Fals
             # Indexes are keyed by it (core.models.model_fingerprint): the exported forms share the source's.
             "source": str(source), "source_fingerprint": model_fingerprint(source),
             "threshold": threshold, "merged_adapter": result.merged_adapter, "onnx_file": result.onnx_file,
-            "quantized_file": result.quantized_file, "min_cosine_vs_source": result.cosines}, indent=2) + "\n")
+            "quantized_file": result.quantized_file, "quantization": result.quantization,
+            "min_cosine_vs_source": result.cosines}, indent=2) + "\n")
         result.files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
     return result
 
 
 def _export_onnx_files(st, folder: Path, reference: np.ndarray, quantize: Optional[str], result: ExportResult) -> None:
     """model.onnx (checked to match PyTorch) and, with `quantize`, the int8 file beside it (its cosine reported)."""
-    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+    from sentence_transformers import SentenceTransformer
 
     result.onnx_file = export_onnx(st, folder).relative_to(folder).as_posix()
     onnx_model = SentenceTransformer(str(folder), backend="onnx", device="cpu")
@@ -185,9 +261,13 @@ def _export_onnx_files(st, folder: Path, reference: np.ndarray, quantize: Option
                            f"< {MIN_COSINE}); nothing was written")
     if quantize is None:
         return
-    before = set((folder / "onnx").glob("*.onnx"))
-    export_dynamic_quantized_onnx_model(onnx_model, quantization_target(), str(folder))
-    (quantized,) = set((folder / "onnx").glob("*.onnx")) - before
+    target = quantization_target()
+    quantized = folder / "onnx" / f"model_{int8_weight_type(target).lower()}_{target}.onnx"
+    result.quantization = quantize_int8(folder / result.onnx_file, quantized, target=target)
     result.quantized_file = quantized.relative_to(folder).as_posix()
     int8 = SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs={"file_name": result.quantized_file})
     result.cosines["onnx_int8"] = min_cosine(reference, int8)
+    if result.cosines["onnx_int8"] < MIN_INT8_COSINE:
+        raise UserError(f"the int8 model's embeddings differ too much from the model's (probe cosine "
+                        f"{result.cosines['onnx_int8']:.4f} < {MIN_INT8_COSINE}), so a server would refuse the model's "
+                        "ticket index with it; nothing was written; export without --quantize (fp32 ONNX)")
