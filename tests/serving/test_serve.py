@@ -303,8 +303,9 @@ def test_internal_errors_are_one_line_500s_and_log_no_text(caplog):
 
     from tickettune.serving.app import ServeSettings, create_app
 
-    class Broken:
+    class Broken:  # as much of an Engine as the app touches before a request fails
         live = []
+        syncer = None
 
         def run(self, jobs):
             raise RuntimeError(f"failed on {jobs[0].text}")  # a message that quotes the ticket
