@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -76,6 +77,39 @@ def test_cache_rebuilt_when_model_changes(trained, tiny_model, tmp_path):
     assert not similar_tickets(tickets, str(model), ticket="INC0001", k=5, cache_dir=tmp_path / "cache").cached
     before, after = cached_vectors(tmp_path / "cache")
     assert before.shape == after.shape == (25, 32) and not np.allclose(before, after, atol=1e-4)
+
+
+def test_two_builders_of_one_index_both_succeed(tiny_model, tmp_path, monkeypatch):
+    """Servers started together build the same cache entry at once. Here the other's complete entry lands just
+    after this builder looked for one and before it moved its own into place (the rename then fails): it keeps its
+    own index (the key fixes what is in it), says nothing, and leaves no temporary folder."""
+    texts = [f"ticket {i}" for i in range(6)]
+    vectors = np.eye(6, 8, dtype=np.float32)
+    cache = index_module.IndexCache(tmp_path)
+    entry = tmp_path / cache.key(tiny_model, texts, "exact")
+    save, exists = VectorIndex.save, Path.exists
+    unseen = []
+
+    def save_beside_the_other_writer(self, folder):
+        save(self, folder)
+        other = tmp_path / ".other"
+        other.mkdir()
+        save(self, other)
+        (other / "index.json").write_text("{}")
+        other.rename(entry)
+        unseen.append(entry)  # the next look for the entry misses it: it landed a moment later
+
+    def exists_a_moment_before(path):
+        if unseen and path == unseen[0]:
+            unseen.pop()
+            return False
+        return exists(path)
+
+    monkeypatch.setattr(VectorIndex, "save", save_beside_the_other_writer)
+    monkeypatch.setattr(Path, "exists", exists_a_moment_before)
+    index, cached = cache.load_or_build(tiny_model, texts, lambda batch: vectors[:len(batch)])
+    assert not cached and len(index) == 6 and not unseen and (entry / "index.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [entry.name]
 
 
 def test_cache_keeps_only_the_most_recent_indexes(trained, tmp_path, monkeypatch):

@@ -48,10 +48,15 @@ def atomic_output_dir(out: Path, overwrite: bool = False, keep_on_error: bool = 
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = parent / f".{out.name}.old"
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
+    try:
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        tmp.rename(out)
+    except OSError:  # e.g. another process put its own `out` in place meanwhile: leave no temporary folder behind
+        if not keep_on_error:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

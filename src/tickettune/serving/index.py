@@ -238,8 +238,11 @@ class IndexCache:
                     "format": INDEX_FORMAT, "model": str(model_folder), "rows": len(index),
                     "dim": int(index.vectors.shape[1]), "backend": backend}) + "\n")
         except OSError as exc:
-            raise UserError(f"cannot write the index cache {self.cache_dir} ({exc.strerror or exc}); "
-                            "free disk space or pass another --cache-dir") from None
+            # Servers started together (serve --workers, or two sharing a cache) build the same entry at once; the
+            # key fixes model, texts and backend, so one writer's entry is as good as the other's.
+            if not (entry / "index.json").is_file():
+                raise UserError(f"cannot write the index cache {self.cache_dir} ({exc.strerror or exc}); "
+                                "free disk space or pass another --cache-dir") from None
         self._prune(keep=entry)
         return index, False
 
