@@ -590,7 +590,7 @@ def build_pairs(tickets: TicketTable | pd.DataFrame, options: PairOptions | None
         (['eval', 'test', 'train'], 1000)
         >>> write_pair_dir(pairset, "pairs/")                                              # doctest: +SKIP
     """
-    table = TicketTable.of(tickets) if isinstance(tickets, pd.DataFrame) else tickets
+    table = TicketTable(tickets) if isinstance(tickets, pd.DataFrame) else tickets
     builder = PairBuilder(table, options or PairOptions(), model)
     chosen = builder.choose()
     builder.score(chosen)

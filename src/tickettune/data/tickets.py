@@ -65,9 +65,9 @@ class TicketTable:
     followed by every source column.
 
     The other fields say where the tickets came from; they are None for a table built by hand
-    (`TicketTable.of(frame)`), which `pairs.build_pairs` and the search accept as well.
+    (`TicketTable(frame)`), which `pairs.build_pairs` and the search accept as well.
 
-        >>> table = TicketTable.of(pd.DataFrame({"text": ["vpn drops", "vpn down"], "group": ["PRB1", "PRB1"]}))
+        >>> table = TicketTable(pd.DataFrame({"text": ["vpn drops", "vpn down"], "group": ["PRB1", "PRB1"]}))
         >>> len(table), table.notes
         (2, [])
     """
@@ -80,10 +80,6 @@ class TicketTable:
     rows_read: Optional[int] = None
     notes: list[str] = field(default_factory=list)  # what was left out or changed, one line each
     headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, frame: pd.DataFrame) -> "TicketTable":
-        return cls(frame)
 
     def __len__(self) -> int:
         return len(self.frame)

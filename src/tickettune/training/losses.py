@@ -42,9 +42,8 @@ def library_loss(spec: LossSpec, model, margin: float | None = None, guide=None)
         margin = GROUP_TRIPLET_MARGIN if margin is None else margin
     if spec.margin_keyword and margin is not None:
         kwargs[spec.margin_keyword] = margin
-    if spec.needs_guide:
-        return getattr(losses, spec.library_class)(model, guide, **kwargs)
-    return getattr(losses, spec.library_class)(model, **kwargs)
+    models = (model, guide) if spec.needs_guide else (model,)
+    return getattr(losses, spec.library_class)(*models, **kwargs)
 
 
 class HybridLoss(nn.Module):
